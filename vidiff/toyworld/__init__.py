@@ -1,0 +1,30 @@
+"""The synthetic shapes world (our MNIST): seeded captioned clips, long raw videos for curation, and an oracle."""
+
+from vidiff.toyworld.dataset import ToyWorldDataset, generate_dataset
+from vidiff.toyworld.world import (
+    BACKGROUNDS,
+    COLORS,
+    MOTIONS,
+    SHAPES,
+    SceneSpec,
+    caption,
+    parse_prompt,
+    render,
+    render_frames,
+    sample_spec,
+)
+
+__all__ = [
+    "BACKGROUNDS",
+    "COLORS",
+    "MOTIONS",
+    "SHAPES",
+    "SceneSpec",
+    "ToyWorldDataset",
+    "caption",
+    "generate_dataset",
+    "parse_prompt",
+    "render",
+    "render_frames",
+    "sample_spec",
+]
