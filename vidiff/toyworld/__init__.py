@@ -1,6 +1,7 @@
 """The synthetic shapes world (our MNIST): seeded captioned clips, long raw videos for curation, and an oracle."""
 
 from vidiff.toyworld.dataset import ToyWorldDataset, generate_dataset
+from vidiff.toyworld.raw import TRANSITIONS, write_raw_video
 from vidiff.toyworld.world import (
     BACKGROUNDS,
     COLORS,
@@ -20,6 +21,7 @@ __all__ = [
     "MOTIONS",
     "SHAPES",
     "SceneSpec",
+    "TRANSITIONS",
     "ToyWorldDataset",
     "caption",
     "generate_dataset",
@@ -27,4 +29,5 @@ __all__ = [
     "render",
     "render_frames",
     "sample_spec",
+    "write_raw_video",
 ]
