@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 from einops import rearrange
@@ -39,12 +40,13 @@ def _as_frames(video) -> np.ndarray:
 def _design(height: int, width: int) -> np.ndarray:
     ys, xs = np.mgrid[0:height, 0:width]
     x, y = (xs.ravel() + 0.5) / width - 0.5, (ys.ravel() + 0.5) / height - 0.5
-    return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], 1)
+    return np.stack([np.ones_like(x), x, y], 1)
 
 
 def fit_background(frame: np.ndarray, keep: float = 0.6, iters: int = 3) -> np.ndarray:
-    """Smooth background [H,W,3] under the object: a quadratic surface per channel, refit on the `keep`
-    share of pixels it explains best (the object covers far less than 1 - keep of the frame)."""
+    """Background [H,W,3] under the object: a plane per channel (plain or linear-gradient backgrounds),
+    refit on the `keep` share of pixels it explains best (the object covers far less than 1 - keep).
+    A quadratic would bend towards an object that fills a stretch of the border."""
     h, w, _ = frame.shape
     a = _design(h, w)
     y = frame.reshape(-1, 3)
@@ -52,8 +54,8 @@ def fit_background(frame: np.ndarray, keep: float = 0.6, iters: int = 3) -> np.n
     n_keep = int(keep * h * w)
     for _ in range(iters):
         sub = a[idx]
-        # normal equations: a 6x6 solve, far cheaper than lstsq's SVD on every frame
-        coef = np.linalg.solve(sub.T @ sub + 1e-9 * np.eye(6), sub.T @ y[idx])
+        # normal equations: a 3x3 solve, far cheaper than lstsq's SVD on every frame
+        coef = np.linalg.solve(sub.T @ sub + 1e-9 * np.eye(3), sub.T @ y[idx])
         resid = np.linalg.norm(y - a @ coef, axis=1)
         idx = np.argpartition(resid, n_keep)[:n_keep]
     return (a @ coef).reshape(h, w, 3)
@@ -77,12 +79,21 @@ class Oracle:
     towards the object's colour; the object must cover >= `min_area` of the frame and its best shape
     template must reach soft IoU >= `min_iou` for the frame to count as showing one object. Motion is
     the centroid's least-squares travel over the clip, in fractions of the frame; below `still_travel`
-    it is "still". Videos are read on at most `max_frames` evenly spaced frames.
+    it is "still". Videos are read on at most `max_frames` evenly spaced frames. Shape templates are
+    compared sharp and Gaussian-blurred by each sigma in `blurs` (pixels).
     """
 
     def __init__(
-        self, min_area=0.005, max_area=0.5, min_iou=0.5, min_contrast=0.15, still_travel=0.08, max_frames=16
+        self,
+        min_area=0.005,
+        max_area=0.5,
+        min_iou=0.5,
+        min_contrast=0.15,
+        still_travel=0.08,
+        max_frames=16,
+        blurs=(0.0, 0.6, 1.0),
     ):
+        self.blurs = tuple(blurs)
         self.min_area, self.max_area, self.min_iou = min_area, max_area, min_iou
         self.min_contrast, self.still_travel, self.max_frames = min_contrast, still_travel, max_frames
 
@@ -114,9 +125,14 @@ class Oracle:
         cx, cy = float((alpha * xs).sum() / area), float((alpha * ys).sum() / area)
         ious = {}
         for shape in SHAPES:
-            # a template with the object's area: size is the circle-equivalent diameter
-            t = coverage(shape, cx, cy, 2 * np.sqrt(area / np.pi), h, w)[0]
-            ious[shape] = float(np.minimum(alpha, t).sum() / max(np.maximum(alpha, t).sum(), 1e-9))
+            # a template with the object's area (size = circle-equivalent diameter); blurred copies
+            # too, so a codec- or model-softened square still matches a square better than a circle
+            t = coverage(shape, cx, cy, 2 * np.sqrt(area / np.pi), h, w)[0].astype(np.float32)
+            best = 0.0
+            for sigma in self.blurs:
+                tb = cv2.GaussianBlur(t, (0, 0), sigma) if sigma > 0 else t
+                best = max(best, float(np.minimum(alpha, tb).sum() / max(np.maximum(alpha, tb).sum(), 1e-9)))
+            ious[shape] = best
         mask = alpha > 0.5
         rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
         box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) if len(rows) else 0

@@ -83,14 +83,15 @@ def sample_spec(
     backgrounds=None,
     size_range=(0.28, 0.45),
     speed_range=(0.2, 0.6),
+    margin: float = 0.03,
 ) -> SceneSpec:
-    """A random scene whose object stays fully inside a square frame along its whole path."""
+    """A random scene whose object stays inside a square frame, `margin` from its edges, along its path."""
     color = str(rng.choice(list(colors or COLORS)))
     shape = str(rng.choice(list(shapes or SHAPES)))
     motion = str(rng.choice(list(motions or MOTIONS)))
     background = str(rng.choice(list(backgrounds or BACKGROUNDS)))
     size = float(rng.uniform(*size_range))
-    left, right, up, down = (e * size for e in EXTENTS[shape])
+    left, right, up, down = (e * size + margin for e in EXTENTS[shape])
     room_x, room_y = 1 - left - right, 1 - up - down
     dx, dy = _DIRECTION[motion]
     room = room_x if dx else room_y if dy else 0.0
