@@ -198,3 +198,40 @@ def test_raw_static_spans_do_not_move(tmp_path):
     assert static and moving
     assert max(diff[f - 1] for f in static) <= 6  # codec flicker only
     assert np.median([diff[f - 1] for f in moving]) > 40  # the object's edge sweeps over pixels
+
+
+def test_cli_writes_raw_video_and_dataset(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "cli_raw.mp4"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vidiff",
+            "toyworld",
+            "raw",
+            "--out",
+            str(out),
+            "--scenes",
+            "3",
+            "--size",
+            "32",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    truth = json.loads(out.with_suffix(".json").read_text())
+    assert probe_video(out).num_frames == truth["num_frames"] and len(truth["cuts"]) == 2
+    bad = subprocess.run(
+        [sys.executable, "-m", "vidiff", "toyworld", "raw", "--out", str(tmp_path / "x.txt")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "x.txt" in bad.stderr and "Traceback" not in bad.stderr

@@ -217,3 +217,13 @@ def test_real_video_both_backends_agree():
     b = read_frames(path, start=100, end=140, stride=10, backend="pyav")
     assert a.shape == b.shape == (4, info.height, info.width, 3)
     assert psnr(a, b) > 45  # same decoder underneath; seeking must land on the same frames
+
+
+def test_png_image_reads_as_one_frame(tmp_path):
+    from PIL import Image
+
+    frame = smooth_frames(1, 20, 24)[0]
+    Image.fromarray(frame).save(tmp_path / "img.png")
+    video = read_video(tmp_path / "img.png")
+    assert video.shape == (3, 1, 20, 24)
+    assert np.array_equal(to_uint8(video)[0], frame)  # PNG is lossless

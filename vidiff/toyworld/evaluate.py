@@ -115,3 +115,26 @@ def evaluate_oracle(
         "noise_chance": {"color": 1 / len(COLORS), "shape": 1 / len(SHAPES), "motion": 1 / len(MOTIONS)},
         "n_noise": n_noise,
     }
+
+
+def format_report(r: dict) -> str:
+    """The result of `evaluate_oracle` as a small text table."""
+    lines = [
+        f"held-out videos: {r['n']} (of them {r['heldout_mp4']['n']} after an mp4 round trip); noise: {r['n_noise']}",
+        f"{'':28s}{'color':>8s}{'shape':>8s}{'motion':>8s}",
+    ]
+    rows = [
+        ("held-out, true prompt", r["heldout"]),
+        ("  of which mp4 round trip", r["heldout_mp4"]),
+        ("shuffled prompts", r["shuffled"]),
+        ("  perfect oracle would get", r["shuffled_truth"]),
+        ("  chance (sum p^2)", r["chance"]),
+        ("noise, random prompt", r["noise"]),
+        ("  chance (1/K)", r["noise_chance"]),
+    ]
+    for name, row in rows:
+        lines.append(f"{name:28s}" + "".join(f"{row[k]:8.3f}" for k in ATTRS))
+    lines.append(
+        f"mean consistency: held-out {r['heldout']['consistency']:.3f}, noise {r['noise']['consistency']:.3f}"
+    )
+    return "\n".join(lines)
