@@ -227,3 +227,12 @@ def test_png_image_reads_as_one_frame(tmp_path):
     video = read_video(tmp_path / "img.png")
     assert video.shape == (3, 1, 20, 24)
     assert np.array_equal(to_uint8(video)[0], frame)  # PNG is lossless
+
+
+def test_yuv444_keeps_colour_of_small_saturated_shapes(tmp_path):
+    from vidiff.toyworld import SceneSpec, render
+
+    frames = to_uint8(render(SceneSpec("red", "triangle", "right", "dusk"), 8, 32, 32))
+    p420 = psnr(read_frames(write_video(tmp_path / "a.mp4", frames, crf=18)), frames)
+    p444 = psnr(read_frames(write_video(tmp_path / "b.mp4", frames, crf=18, pix_fmt="yuv444p")), frames)
+    assert p444 > 38 and p444 > p420 + 5

@@ -45,6 +45,7 @@ def _register_toyworld(sub) -> None:
     d.add_argument("--fps", type=int, default=8)
     d.add_argument("--image-share", type=float, default=0.0, help="fraction of single-frame items")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--pix-fmt", default=None, help="yuv420p (default, plays in browsers) or yuv444p (sharper colour)")
     r = tsub.add_parser(
         "raw", help="write a long raw video with cuts, fades and static shots + NAME.json truth"
     )
@@ -67,7 +68,7 @@ def _run_toyworld(args) -> int:
 
     if args.toyworld_command == "dataset":
         jsonl = toyworld.generate_dataset(
-            args.out, args.n, args.frames, args.size, args.size, args.fps, args.image_share, args.seed
+            args.out, args.n, args.frames, args.size, args.size, args.fps, args.image_share, args.seed, pix_fmt=args.pix_fmt
         )
         print(f"captions: {jsonl}")
     elif args.toyworld_command == "raw":
