@@ -15,6 +15,8 @@ from vidiff.toyworld.world import COLORS, SHAPES, coverage, parse_prompt
 
 _PALETTE = np.array(list(COLORS.values()), np.float64) / 255.0
 _PALETTE_NAMES = list(COLORS)
+# RGB -> (Y, Cb, Cr) rows, BT.601
+_YCC = np.array([[0.299, 0.587, 0.114], [-0.1687, -0.3313, 0.5], [0.5, -0.4187, -0.0813]])
 
 
 def _as_frames(video) -> np.ndarray:
@@ -80,7 +82,8 @@ class Oracle:
     template must reach soft IoU >= `min_iou` for the frame to count as showing one object. Motion is
     the centroid's least-squares travel over the clip, in fractions of the frame; below `still_travel`
     it is "still". Videos are read on at most `max_frames` evenly spaced frames. Shape templates are
-    compared sharp and Gaussian-blurred by each sigma in `blurs` (pixels).
+    compared sharp and Gaussian-blurred by each sigma in `blurs` (pixels). Coverage weighs chroma
+    differences by `chroma_weight` against luma, because yuv420p video keeps chroma at half resolution.
     """
 
     def __init__(
@@ -92,8 +95,9 @@ class Oracle:
         still_travel=0.08,
         max_frames=16,
         blurs=(0.0, 0.6, 1.0),
+        chroma_weight=0.3,
     ):
-        self.blurs = tuple(blurs)
+        self.blurs, self.chroma_weight = tuple(blurs), chroma_weight
         self.min_area, self.max_area, self.min_iou = min_area, max_area, min_iou
         self.min_contrast, self.still_travel, self.max_frames = min_contrast, still_travel, max_frames
 
@@ -114,7 +118,10 @@ class Oracle:
         if contrast < 1e-6:
             alpha = np.zeros((h, w))
         else:
-            alpha = np.clip(diff @ axis / contrast**2, 0, 1)
+            # coverage = projection onto the colour axis, in a metric that trusts luma over chroma:
+            # codecs keep luma at full resolution but halve chroma (yuv420p), smearing shape edges
+            g = _YCC.T @ np.diag([1.0, self.chroma_weight, self.chroma_weight]) @ _YCC
+            alpha = np.clip(diff @ (g @ axis) / (axis @ g @ axis), 0, 1)
             # only pixels that move towards the object's colour, not any colour change
             off_axis = np.linalg.norm(diff - alpha[..., None] * axis, axis=-1)
             alpha = np.where((off_axis < 0.5 * contrast) & (dist > 0.05), alpha, 0.0)
