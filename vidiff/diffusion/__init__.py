@@ -40,8 +40,8 @@ from vidiff.diffusion.schedule import (
     cosine_schedule,
     linear_schedule,
     make_schedule,
-    resolution_shift,
     rescale_zero_terminal_snr,
+    resolution_shift,
     scaled_linear_schedule,
     shift_schedule,
 )

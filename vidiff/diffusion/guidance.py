@@ -55,7 +55,12 @@ def concat_batches(a: Any, b: Any) -> Any:
         return {k: concat_batches(a[k], b[k]) for k in a}
     if dataclasses.is_dataclass(a) and type(a) is type(b):
         return dataclasses.replace(
-            a, **{f.name: concat_batches(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a) if f.init}
+            a,
+            **{
+                f.name: concat_batches(getattr(a, f.name), getattr(b, f.name))
+                for f in dataclasses.fields(a)
+                if f.init
+            },
         )
     if isinstance(a, list) and isinstance(b, list):
         return a + b
@@ -107,7 +112,9 @@ def thresholded_denoise_fn(
     def denoise(x: Tensor, t: Tensor) -> Tensor:
         pred = denoise_fn(x, t)
         alpha, sigma = schedule.alpha(t), schedule.sigma(t)
-        x0 = dynamic_threshold(convert_prediction(pred, prediction, "x0", x, alpha, sigma), percentile, max_value)
+        x0 = dynamic_threshold(
+            convert_prediction(pred, prediction, "x0", x, alpha, sigma), percentile, max_value
+        )
         out = convert_prediction(x0, "x0", prediction, x, alpha, sigma)
         if prediction == "eps":
             zero_snr = (alpha == 0).reshape((-1,) + (1,) * (x.ndim - 1))

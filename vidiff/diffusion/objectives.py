@@ -18,10 +18,13 @@ WEIGHTINGS = ("plain", "min_snr")
 
 
 def expand_like(value: Tensor | float, x: Tensor) -> Tensor:
-    """A per-sample value ([B] or scalar) as a tensor that broadcasts over x's trailing dims, in x's dtype."""
+    """A per-sample value ([B] or scalar, or already x.ndim dims) that broadcasts over x's trailing
+    dims, in x's dtype and on its device."""
     value = torch.as_tensor(value, device=x.device)
-    if value.ndim > 1:
-        raise VidiffError(f"expected a per-sample value of shape [B] or a scalar, got shape {tuple(value.shape)}")
+    if value.ndim > 1 and value.ndim != x.ndim:
+        raise VidiffError(
+            f"expected a per-sample value of shape [B], a scalar, or {x.ndim} dims; got shape {tuple(value.shape)}"
+        )
     value = value.to(x.dtype if x.is_floating_point() else torch.float32)
     return value.reshape(value.shape + (1,) * (x.ndim - value.ndim))
 

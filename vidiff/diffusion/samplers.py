@@ -27,7 +27,7 @@ from vidiff.diffusion.schedule import NoiseSchedule
 from vidiff.errors import VidiffError
 
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
-SPACINGS = ("leading", "linspace", "trailing", "karras")
+SPACINGS = ("leading", "linspace", "trailing", "karras", "logsnr")
 
 
 @dataclass(frozen=True)
@@ -53,20 +53,26 @@ class _Point:
         return math.inf if self.alpha == 0 else self.sigma / self.alpha
 
 
-def make_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "linspace", rho: float = 7.0) -> Tensor:
+def make_timesteps(
+    schedule: NoiseSchedule, steps: int, spacing: str = "linspace", rho: float = 7.0
+) -> Tensor:
     """The `steps` training timesteps a sampler visits, decreasing, as float64.
 
     leading: 0, N/S, 2N/S, ... (never reaches N-1: wrong start for zero-terminal-SNR schedules).
     linspace: round(linspace(N-1, 0, S)). trailing: round(N - i*N/S) - 1 (Lin et al. 2023; ends at N/S - 1).
-    karras: continuous timesteps with sigma/alpha spaced as in Karras et al. 2022 (rho = 7) between the
-    schedule's ends; with zero terminal SNR the first point is the pure-noise step N-1.
+    karras: continuous timesteps with s = sigma/alpha spaced as in Karras et al. 2022 (uniform in
+    s^(1/rho), rho = 7) between the schedule's ends. logsnr: uniform in logSNR (the rho -> inf limit).
+    For karras/logsnr with zero terminal SNR the grid spans steps N-2 .. 0 and its first point is
+    replaced by the pure-noise step N-1.
     """
     n = schedule.num_steps
     _check_steps(steps)
     if spacing not in SPACINGS:
         raise VidiffError(f"unknown timestep spacing '{spacing}'; valid: {', '.join(SPACINGS)}")
     if spacing != "karras" and steps > n:
-        raise VidiffError(f"steps={steps} is more than the schedule's {n} training timesteps; use at most {n}")
+        raise VidiffError(
+            f"steps={steps} is more than the schedule's {n} training timesteps; use at most {n}"
+        )
     i = torch.arange(steps, dtype=torch.float64)
     if spacing == "leading":
         return (i * (n // steps)).flip(0)
@@ -78,7 +84,10 @@ def make_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "linspace
     sig_max = (schedule.sigma(last) / schedule.alpha(last)).item()
     sig_min = (schedule.sigma(0) / schedule.alpha(0)).item()
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
-    sig = (sig_max ** (1 / rho) + ramp * (sig_min ** (1 / rho) - sig_max ** (1 / rho))) ** rho
+    if spacing == "logsnr":
+        sig = torch.exp(math.log(sig_max) + ramp * (math.log(sig_min) - math.log(sig_max)))
+    else:
+        sig = (sig_max ** (1 / rho) + ramp * (sig_min ** (1 / rho) - sig_max ** (1 / rho))) ** rho
     ts = schedule.timestep(-2 * sig.log())
     if schedule.zero_terminal_snr:
         ts[0] = n - 1
@@ -98,7 +107,9 @@ def _point(schedule: NoiseSchedule, t: float) -> _Point:
 _CLEAN = _Point(None, 1.0, 0.0)
 
 
-def _path(schedule: NoiseSchedule, timesteps: Tensor, name: str, progress: bool) -> Iterator[tuple[_Point, _Point]]:
+def _path(
+    schedule: NoiseSchedule, timesteps: Tensor, name: str, progress: bool
+) -> Iterator[tuple[_Point, _Point]]:
     """(current, next) pairs over the visited timesteps, then the last one to clean data."""
     points = [_point(schedule, t) for t in timesteps.tolist()] + [_CLEAN]
     pairs = zip(points[:-1], points[1:], strict=True)
@@ -109,7 +120,9 @@ def _check_inputs(x_T: Tensor, schedule: NoiseSchedule, prediction: str) -> None
     if not isinstance(x_T, Tensor) or not x_T.is_floating_point() or x_T.ndim < 2:
         raise VidiffError("x_T must be a float tensor [B, ...] (e.g. [B,C,T,H,W] or [B,C,H,W])")
     if not isinstance(schedule, NoiseSchedule):
-        raise VidiffError(f"schedule must be a NoiseSchedule (see make_schedule), got {type(schedule).__name__}")
+        raise VidiffError(
+            f"schedule must be a NoiseSchedule (see make_schedule), got {type(schedule).__name__}"
+        )
     check_prediction(prediction)
 
 
@@ -211,7 +224,7 @@ def dpmpp_2m_sample(
     prediction: str = "v",
     generator: torch.Generator | None = None,
     progress: bool = False,
-    spacing: str = "linspace",
+    spacing: str = "logsnr",
 ) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022), multistep second order in lambda = log(alpha/sigma) on x0:
     x_s = (sigma_s/sigma_t) x_t + alpha_s (1 - e^-h) D, D = x0 + (x0 - x0_prev) / (2r), r = h_prev / h.
@@ -245,7 +258,7 @@ def euler_sample(
     prediction: str = "v",
     generator: torch.Generator | None = None,
     progress: bool = False,
-    spacing: str = "karras",
+    spacing: str = "linspace",
     s_churn: float = 0.0,
 ) -> Tensor:
     """Euler on the probability-flow ODE in Karras et al.'s variables x~ = x / alpha, s = sigma / alpha:

@@ -179,7 +179,9 @@ def resolution_shift(base_shape: Sequence[int], new_shape: Sequence[int]) -> flo
     """
     base, new = math.prod(base_shape), math.prod(new_shape)
     if base <= 0 or new <= 0:
-        raise VidiffError(f"resolution_shift needs positive sizes, got base {tuple(base_shape)}, new {tuple(new_shape)}")
+        raise VidiffError(
+            f"resolution_shift needs positive sizes, got base {tuple(base_shape)}, new {tuple(new_shape)}"
+        )
     return math.sqrt(new / base)
 
 
