@@ -15,7 +15,7 @@ its error in x0 is of order alpha'^2 and vanishes as alpha' -> 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -54,9 +54,11 @@ class _Point:
 
 
 def make_timesteps(
-    schedule: NoiseSchedule, steps: int, spacing: str = "linspace", rho: float = 7.0
+    schedule: NoiseSchedule, steps: int, spacing: str | Sequence[float] = "linspace", rho: float = 7.0
 ) -> Tensor:
     """The `steps` training timesteps a sampler visits, decreasing, as float64.
+
+    `spacing` names a rule below, or is an explicit decreasing sequence of `steps` timesteps.
 
     leading: 0, N/S, 2N/S, ... (never reaches N-1: wrong start for zero-terminal-SNR schedules).
     linspace: round(linspace(N-1, 0, S)). trailing: round(N - i*N/S) - 1 (Lin et al. 2023; ends at N/S - 1).
@@ -67,6 +69,13 @@ def make_timesteps(
     """
     n = schedule.num_steps
     _check_steps(steps)
+    if not isinstance(spacing, str):
+        ts = torch.as_tensor(spacing, dtype=torch.float64).flatten()
+        if ts.numel() != steps or (ts[1:] >= ts[:-1]).any() or ts.min() < 0 or ts.max() > n - 1:
+            raise VidiffError(
+                f"explicit timesteps must be {steps} strictly decreasing values in [0, {n - 1}], got {ts.tolist()}"
+            )
+        return ts
     if spacing not in SPACINGS:
         raise VidiffError(f"unknown timestep spacing '{spacing}'; valid: {', '.join(SPACINGS)}")
     if spacing != "karras" and steps > n:
@@ -170,7 +179,7 @@ def ddpm_sample(
     prediction: str = "v",
     generator: torch.Generator | None = None,
     progress: bool = False,
-    spacing: str = "linspace",
+    spacing: str | Sequence[float] = "linspace",
 ) -> Tensor:
     """Ancestral sampling from the posterior q(x_s | x_t, x0_hat) with its variance (Ho et al. 2020);
     with steps < N the posterior spans the skipped steps (abar_t / abar_s in place of 1 - beta_t)."""
@@ -198,7 +207,7 @@ def ddim_sample(
     generator: torch.Generator | None = None,
     progress: bool = False,
     eta: float = 0.0,
-    spacing: str = "linspace",
+    spacing: str | Sequence[float] = "linspace",
 ) -> Tensor:
     """DDIM (Song et al. 2021): x_s = alpha_s x0 + sqrt(sigma_s^2 - c^2) eps + c z, with
     c = eta * sqrt(posterior variance); eta = 0 is deterministic, eta = 1 equals DDPM."""
@@ -224,7 +233,7 @@ def dpmpp_2m_sample(
     prediction: str = "v",
     generator: torch.Generator | None = None,
     progress: bool = False,
-    spacing: str = "logsnr",
+    spacing: str | Sequence[float] = "logsnr",
 ) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022), multistep second order in lambda = log(alpha/sigma) on x0:
     x_s = (sigma_s/sigma_t) x_t + alpha_s (1 - e^-h) D, D = x0 + (x0 - x0_prev) / (2r), r = h_prev / h.
@@ -258,7 +267,7 @@ def euler_sample(
     prediction: str = "v",
     generator: torch.Generator | None = None,
     progress: bool = False,
-    spacing: str = "linspace",
+    spacing: str | Sequence[float] = "linspace",
     s_churn: float = 0.0,
 ) -> Tensor:
     """Euler on the probability-flow ODE in Karras et al.'s variables x~ = x / alpha, s = sigma / alpha:
