@@ -234,3 +234,14 @@ def test_cli_writes_raw_video(tmp_path, capsys):
     assert main(["toyworld", "raw", "--out", str(tmp_path / "x.txt")]) == 2
     err = capsys.readouterr().err
     assert "x.txt" in err and "Traceback" not in err
+
+
+def test_raw_video_never_shows_held_out_triples(tmp_path):
+    from vidiff.toyworld import COLORS, SHAPES, parse_prompt, write_raw_video
+
+    # hold out every moving red and every moving circle scene: plenty of combinations remain
+    holdout = {(c, s, m) for c in COLORS for s in SHAPES for m in ("left", "right", "up", "down") if c == "red" or s == "circle"}
+    truth = write_raw_video(tmp_path / "raw.mp4", seed=3, num_scenes=10, height=32, width=32, holdout=holdout)
+    seen = [parse_prompt(c["caption"]) for c in truth["captions"]]
+    assert len(seen) == 10
+    assert not [p for p in seen if (p["color"], p["shape"], p["motion"]) in holdout]

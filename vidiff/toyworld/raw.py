@@ -15,10 +15,11 @@ TRANSITIONS = ("hard", "crossfade", "fade_black")
 
 
 def _scene_spec(
-    rng, prev: SceneSpec | None, similar: bool, still: bool, n_frames: int, side: int
+    rng, prev: SceneSpec | None, similar: bool, still: bool, n_frames: int, side: int, holdout=frozenset()
 ) -> SceneSpec:
     """A raw-video scene. Moving objects travel 0.5-1.5 px per frame, so motion is unambiguous;
-    `similar` keeps the previous background and one of colour/shape (the hard cuts to detect)."""
+    `similar` keeps the previous background and one of colour/shape (the hard cuts to detect);
+    (colour, shape, motion) triples in `holdout` never appear (kept for evaluation)."""
     kwargs: dict = {"size_range": (0.16, 0.3)}
     if still:
         kwargs["motions"] = ["still"]
@@ -35,6 +36,8 @@ def _scene_spec(
             kwargs["colors"] = [c for c in COLORS if c != prev.color]
     for _ in range(100):
         spec = sample_spec(rng, **kwargs)
+        if (spec.color, spec.shape, spec.motion) in holdout:
+            continue
         if still or spec.speed * side / n_frames >= 0.45:  # room allowed the minimum speed
             return spec
     raise VidiffError(
@@ -56,6 +59,7 @@ def write_raw_video(
     similar_share: float = 0.35,
     noise: float = 2.0,
     crf: int = 18,
+    holdout=frozenset(),
 ) -> dict:
     """Write a long mp4 at `path` and its ground truth at `path.with_suffix(".json")`; returns the truth.
 
@@ -65,6 +69,7 @@ def write_raw_video(
         blended frames (start == end == frame for a hard cut); similar: same background as the shot before;
       static_spans: [start, end) where the object and camera are still (only sensor noise changes);
       captions: {start_frame, end_frame, caption} per shot (the shot's pure frames, fades excluded).
+    `holdout`: (colour, shape, motion) triples no scene shows, e.g. prompts kept back for evaluation.
     """
     from vidiff.video import write_video
 
@@ -103,7 +108,7 @@ def write_raw_video(
         lead = fades[i - 1] if i > 0 else 0
         tail = fades[i] if i < num_scenes - 1 else 0
         n = lead + int(lengths[i]) + tail
-        spec = _scene_spec(rng, specs[-1] if specs else None, similar[i], bool(still[i]), n, side)
+        spec = _scene_spec(rng, specs[-1] if specs else None, similar[i], bool(still[i]), n, side, frozenset(holdout))
         specs.append(spec)
         layers.append(
             (starts[i] - lead, render_frames(spec, n, height, width, seed=int(rng.integers(2**31))))
