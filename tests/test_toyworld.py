@@ -241,7 +241,7 @@ def test_raw_video_never_shows_held_out_triples(tmp_path):
 
     # hold out every moving red and every moving circle scene: plenty of combinations remain
     holdout = {(c, s, m) for c in COLORS for s in SHAPES for m in ("left", "right", "up", "down") if c == "red" or s == "circle"}
-    truth = write_raw_video(tmp_path / "raw.mp4", seed=3, num_scenes=10, height=32, width=32, holdout=holdout)
+    truth = write_raw_video(tmp_path / "raw.mp4", seed=3, num_scenes=10, height=64, width=64, holdout=holdout)
     seen = [parse_prompt(c["caption"]) for c in truth["captions"]]
     assert len(seen) == 10
     assert not [p for p in seen if (p["color"], p["shape"], p["motion"]) in holdout]
