@@ -21,13 +21,15 @@ def _register_demo(sub) -> None:
     p = sub.add_parser("demo", help="curate toy-world video, train, generate, evaluate and write a report")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", help="optional YAML with DemoConfig keys (see vidiff/demo.py)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. raw_videos=10")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args) -> int:
     from vidiff.demo import run_demo
 
-    report = run_demo(out_dir=args.out, seed=args.seed)
+    report = run_demo(out_dir=args.out, seed=args.seed, config=args.config, overrides=args.overrides)
     print(f"report: {report}")
     return 0
 
