@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from vidiff.errors import VidiffError
 
@@ -31,7 +32,58 @@ def _run_demo(args) -> int:
     return 0
 
 
-COMMANDS = [_register_demo]
+def _register_train(sub) -> None:
+    p = sub.add_parser("train", help="train a diffusion stage on a latent cache (resumes from OUT/checkpoints/last.ckpt)")
+    p.add_argument("--config", required=True, help="YAML file, e.g. configs/toy/base_unet.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=500 data.latents=DIR")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from vidiff.config import load_config
+    from vidiff.training.train_stage import TrainRunConfig, train_stage
+
+    export = train_stage(load_config(TrainRunConfig, args.config, args.overrides))
+    print(f"exported: {export}")
+    return 0
+
+
+def _register_generate(sub) -> None:
+    p = sub.add_parser("generate", help="text-to-video: write one mp4 per prompt")
+    p.add_argument("--checkpoint", required=True, help="an export/ folder written by `vidiff train`")
+    p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+    p.add_argument("--prompts-file", help="a text file with one prompt per line")
+    p.add_argument("--sampler", help="ddpm, ddim, dpmpp_2m or euler (default: the checkpoint's)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first prompt; prompt i uses seed+i")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args) -> int:
+    from vidiff.pipelines.cascade import generate_videos, sampling_with
+    from vidiff.pipelines.stage import load_stage_config
+
+    prompts = list(args.prompt)
+    if args.prompts_file:
+        prompts += read_prompts_file(args.prompts_file)
+    base = load_stage_config(Path(args.checkpoint)).sampling
+    sampling = sampling_with(base, sampler=args.sampler, steps=args.steps, cfg=args.cfg)
+    paths = generate_videos(args.checkpoint, prompts, args.out, sampling=sampling, seed=args.seed, device=args.device)
+    print(f"wrote {len(paths)} videos to {args.out}")
+    return 0
+
+
+def read_prompts_file(path: str) -> list[str]:
+    file = Path(path)
+    if not file.is_file():
+        raise VidiffError(f"prompts file {file} does not exist; give a text file with one prompt per line")
+    return [line.strip() for line in file.read_text().splitlines() if line.strip()]
+
+
+COMMANDS = [_register_demo, _register_train, _register_generate]
 
 
 def main(argv: list[str] | None = None) -> int:
