@@ -49,7 +49,7 @@ def _items(prompts_shift=0, n=24):
     data = ToyWorldDataset(n, num_frames=6, height=48, width=48, seed=123)  # held-out clips, other size
     items = [data[i] for i in range(n)]
     prompts = [items[(i + prompts_shift) % n]["caption"] for i in range(n)]
-    return [(f"{i}.mp4", it["video"], p) for i, (it, p) in enumerate(zip(items, prompts))]
+    return [(f"{i}.mp4", it["video"], p) for i, (it, p) in enumerate(zip(items, prompts, strict=True))]
 
 
 def test_fitted_tiny_clip_scores_matching_prompts_above_shuffled_ones():

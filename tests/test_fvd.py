@@ -33,7 +33,9 @@ class StyleGANVLikeDetector(torch.nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, x: torch.Tensor, rescale: bool = True, resize: bool = True, return_features: bool = False):
+    def forward(
+        self, x: torch.Tensor, rescale: bool = True, resize: bool = True, return_features: bool = False
+    ):
         if rescale:
             x = x / 127.5 - 1.0
         if resize:
@@ -103,19 +105,27 @@ def test_state_dict_and_torchscript_paths_give_identical_features(tmp_path, net)
     from safetensors.torch import save_file
 
     torch.save(net.state_dict(), tmp_path / "i3d_state.pt")
-    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "i3d_dp.pth")
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "i3d_dp.pth"
+    )
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "i3d.safetensors")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated but still how the detector was made
+        warnings.simplefilter(
+            "ignore", FutureWarning
+        )  # torch.jit.script is deprecated but still how the detector was made
         torch.jit.script(StyleGANVLikeDetector(net)).save(str(tmp_path / "i3d_torchscript.pt"))
     x = _clips(n=3)
     torch.jit.trace(net, x[:1]).save(str(tmp_path / "i3d_traced.pt"))
 
     with torch.no_grad():
         reference = net(x).double().numpy()
-    loaded = {name: load_i3d(tmp_path / name) for name in
-              ("i3d_state.pt", "i3d_dp.pth", "i3d.safetensors", "i3d_torchscript.pt", "i3d_traced.pt")}
-    assert loaded["i3d_torchscript.pt"].kind == "torchscript" and loaded["i3d_torchscript.pt"]._stylegan_v_call
+    loaded = {
+        name: load_i3d(tmp_path / name)
+        for name in ("i3d_state.pt", "i3d_dp.pth", "i3d.safetensors", "i3d_torchscript.pt", "i3d_traced.pt")
+    }
+    assert (
+        loaded["i3d_torchscript.pt"].kind == "torchscript" and loaded["i3d_torchscript.pt"]._stylegan_v_call
+    )
     assert loaded["i3d_state.pt"].kind == "state_dict"
     for name, det in loaded.items():
         feats = i3d_features(x, det, SMALL, progress=False)
@@ -139,9 +149,11 @@ def test_fvd_grows_monotonically_with_distortion_strength(distort, levels):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BiasedEstimateWarning)  # N=16 < 400 dims: fine for a ranking
         for level in levels:
-            values.append(fvd(i3d_features(distort(real, level), det, SMALL, progress=False), real_stats)["fvd"])
+            values.append(
+                fvd(i3d_features(distort(real, level), det, SMALL, progress=False), real_stats)["fvd"]
+            )
     assert values[0] == pytest.approx(0.0, abs=1e-6 * max(values))
-    assert all(a < b for a, b in zip(values, values[1:])), values
+    assert all(a < b for a, b in zip(values[:-1], values[1:], strict=True)), values
 
 
 def test_protocol_resizes_and_crops_frames():

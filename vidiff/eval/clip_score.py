@@ -48,7 +48,9 @@ def register_model_config(name: str, config: dict[str, Any] | str | Path) -> str
     config = config.get("model_cfg", config)  # open_clip_config.json files nest it
     missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in config]
     if missing:
-        raise VidiffError(f"CLIP config for {name!r} lacks {missing}; an open_clip model config has embed_dim, vision_cfg, text_cfg")
+        raise VidiffError(
+            f"CLIP config for {name!r} lacks {missing}; an open_clip model config has embed_dim, vision_cfg, text_cfg"
+        )
     # open_clip registers architectures from JSON files; a private temp folder keeps ours apart.
     folder = Path(tempfile.mkdtemp(prefix="vidiff_clip_cfg_"))
     (folder / f"{name}.json").write_text(json.dumps(config))
@@ -113,7 +115,9 @@ def load_clip(
     if not name or weights is None:
         raise VidiffError(f"CLIP-SIM needs a CLIP model and its weights: {HOW_TO_GET_CLIP}")
     if name.startswith("hf-hub:"):
-        raise VidiffError(f"CLIP model {name!r} would be downloaded from the Hugging Face hub; {HOW_TO_GET_CLIP}")
+        raise VidiffError(
+            f"CLIP model {name!r} would be downloaded from the Hugging Face hub; {HOW_TO_GET_CLIP}"
+        )
     if config is not None:
         register_model_config(name, config)
     if not name.startswith("local-dir:") and name not in open_clip.list_models():
@@ -151,11 +155,16 @@ def load_clip(
 
 
 @torch.no_grad()
-def video_prompt_similarity(scorer: ClipScorer, video: torch.Tensor, prompt: str, frame_batch: int = 64) -> float:
+def video_prompt_similarity(
+    scorer: ClipScorer, video: torch.Tensor, prompt: str, frame_batch: int = 64
+) -> float:
     """Mean over frames of cos(frame, prompt) for one clip [C, T, H, W] in [-1, 1]."""
     text = scorer.encode_text([prompt])[0]
     frames = rearrange(video, "c t h w -> t c h w")
-    sims = [scorer.encode_frames(frames[i : i + frame_batch]) @ text for i in range(0, frames.shape[0], frame_batch)]
+    sims = [
+        scorer.encode_frames(frames[i : i + frame_batch]) @ text
+        for i in range(0, frames.shape[0], frame_batch)
+    ]
     return float(torch.cat(sims).mean())
 
 
@@ -171,8 +180,12 @@ def clip_similarity(
         if video.ndim != 4 or video.shape[0] != 3:
             raise VidiffError(f"{name}: expected an RGB clip [3, T, H, W], got shape {tuple(video.shape)}")
         if not prompt or not prompt.strip():
-            raise VidiffError(f"{name}: the prompt is empty; CLIP-SIM needs the prompt each video was generated from")
-        per_video.append({"file": name, "prompt": prompt, "clipsim": video_prompt_similarity(scorer, video, prompt)})
+            raise VidiffError(
+                f"{name}: the prompt is empty; CLIP-SIM needs the prompt each video was generated from"
+            )
+        per_video.append(
+            {"file": name, "prompt": prompt, "clipsim": video_prompt_similarity(scorer, video, prompt)}
+        )
     if not per_video:
         raise VidiffError("CLIP-SIM: no videos to score")
     mean = sum(v["clipsim"] for v in per_video) / len(per_video)

@@ -35,7 +35,9 @@ class GaussianStats:
         return int(self.mean.shape[0])
 
     @classmethod
-    def from_features(cls, features, meta: dict[str, Any] | None = None, name: str = "features") -> GaussianStats:
+    def from_features(
+        cls, features, meta: dict[str, Any] | None = None, name: str = "features"
+    ) -> GaussianStats:
         x = _as_features(features, name)
         return cls(mean=x.mean(axis=0), cov=np.cov(x, rowvar=False), n=x.shape[0], meta=dict(meta or {}))
 
@@ -51,7 +53,9 @@ class GaussianStats:
     def load(cls, path: str | Path) -> GaussianStats:
         path = Path(path)
         if not path.is_file():
-            raise VidiffError(f"statistics file {path} does not exist; compute it with `vidiff eval --save-real-stats`")
+            raise VidiffError(
+                f"statistics file {path} does not exist; compute it with `vidiff eval --save-real-stats`"
+            )
         try:
             with np.load(path, allow_pickle=False) as z:
                 mean, cov, n = z["mean"].astype(np.float64), z["cov"].astype(np.float64), int(z["n"])
@@ -78,7 +82,9 @@ def _as_features(features, name: str) -> np.ndarray:
             f"{name}: a covariance needs at least 2 samples, got N={x.shape[0]}; evaluate more videos"
         )
     if not np.isfinite(x).all():
-        raise VidiffError(f"{name}: features contain NaN or inf; check the input videos and the feature network")
+        raise VidiffError(
+            f"{name}: features contain NaN or inf; check the input videos and the feature network"
+        )
     return x
 
 
@@ -118,7 +124,7 @@ def frechet_distance(a, b, names: tuple[str, str] = ("set 1", "set 2")) -> float
             f"feature dimensions differ: {names[0]} has {sa.dim}, {names[1]} has {sb.dim}; "
             "both sets must come from the same feature network"
         )
-    for name, s in zip(names, (sa, sb)):
+    for name, s in zip(names, (sa, sb), strict=True):
         if s.n < s.dim:
             warnings.warn(
                 f"{name}: N={s.n} samples is below the feature dimension {s.dim}; the covariance is "

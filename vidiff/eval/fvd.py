@@ -53,7 +53,9 @@ class FVDProtocol:
 
     def __post_init__(self):
         if self.resize not in RESIZE_MODES:
-            raise VidiffError(f"FVD resize mode {self.resize!r} is unknown; use one of {', '.join(RESIZE_MODES)}")
+            raise VidiffError(
+                f"FVD resize mode {self.resize!r} is unknown; use one of {', '.join(RESIZE_MODES)}"
+            )
         for name in ("num_frames", "frame_stride", "resolution", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise VidiffError(f"FVD protocol {name} must be >= 1, got {getattr(self, name)}")
@@ -102,15 +104,31 @@ class FVDProtocol:
 class I3DFeatures:
     """A loaded I3D: call on [B, 3, T, H, W] in [-1, 1] (already prepared) -> [B, D] float64 numpy."""
 
-    def __init__(self, module: torch.nn.Module, kind: str, source: str, fingerprint: str, stylegan_v_call: bool):
+    def __init__(
+        self, module: torch.nn.Module, kind: str, source: str, fingerprint: str, stylegan_v_call: bool
+    ):
         self.module = module.eval()
         self.kind = kind
         self.source = source
         self.fingerprint = fingerprint
         self._stylegan_v_call = stylegan_v_call
 
-    def describe(self) -> dict[str, str]:
-        return {"kind": self.kind, "source": self.source, "fingerprint": self.fingerprint}
+    @property
+    def is_reference(self) -> bool:
+        """True for a TorchScript detector with StyleGAN-V's call signature: the TF-hub FVD network.
+
+        Published I3D state dicts (piergiaj `rgb_imagenet.pt`, VideoGPT's) hold other weights than the
+        TF-hub model that FVD was defined with, so their FVDs differ from published ones.
+        """
+        return self.kind == "torchscript" and self._stylegan_v_call
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "source": self.source,
+            "fingerprint": self.fingerprint,
+            "stylegan_v_detector": self.is_reference,
+        }
 
     @torch.no_grad()
     def __call__(self, videos: torch.Tensor) -> np.ndarray:
@@ -208,7 +226,9 @@ def load_i3d(path: str | Path | None, device: str | torch.device = "cpu") -> I3D
             width=state["Conv3d_1a_7x7.conv3d.weight"].shape[0] / 64,
         )
     except KeyError as exc:
-        raise VidiffError(f"I3D weights {path} do not match the InceptionI3d layout: no {exc} key. {HOW_TO_GET_I3D}") from None
+        raise VidiffError(
+            f"I3D weights {path} do not match the InceptionI3d layout: no {exc} key. {HOW_TO_GET_I3D}"
+        ) from None
     try:
         missing, unexpected = net.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
@@ -280,7 +300,11 @@ def check_compatible(real: GaussianStats, meta: dict[str, Any], where: str) -> N
 
 def fvd(generated: GaussianStats | np.ndarray, real: GaussianStats | np.ndarray) -> dict[str, Any]:
     """FVD with its sample counts. `biased` is true when either N is below the feature dimension."""
-    g = generated if isinstance(generated, GaussianStats) else GaussianStats.from_features(generated, name="generated")
+    g = (
+        generated
+        if isinstance(generated, GaussianStats)
+        else GaussianStats.from_features(generated, name="generated")
+    )
     r = real if isinstance(real, GaussianStats) else GaussianStats.from_features(real, name="real")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BiasedEstimateWarning)

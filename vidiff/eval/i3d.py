@@ -71,7 +71,9 @@ class InceptionBlock(nn.Module):
         self.out_channels = w0 + w1b + w2b + w3
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(self.b3a(x))], dim=1)
+        return torch.cat(
+            [self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(self.b3a(x))], dim=1
+        )
 
 
 class InceptionI3D(nn.Module):

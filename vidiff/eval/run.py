@@ -23,7 +23,15 @@ import torch
 
 from vidiff.errors import VidiffError
 from vidiff.eval.frechet import BiasedEstimateWarning, GaussianStats
-from vidiff.eval.fvd import FVDProtocol, I3DFeatures, check_compatible, fvd, i3d_features, load_i3d, stats_meta
+from vidiff.eval.fvd import (
+    FVDProtocol,
+    I3DFeatures,
+    check_compatible,
+    fvd,
+    i3d_features,
+    load_i3d,
+    stats_meta,
+)
 
 METRICS = ("fvd", "clipsim", "oracle")
 VIDEO_SUFFIXES = (".mp4", ".gif", ".avi", ".mov", ".webm", ".mkv")
@@ -64,7 +72,9 @@ def _read_jsonl(path: Path) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise VidiffError(f"{path}, line {k}: not valid JSON ({exc.msg}); write one JSON object per line") from None
+            raise VidiffError(
+                f"{path}, line {k}: not valid JSON ({exc.msg}); write one JSON object per line"
+            ) from None
         if not isinstance(row, dict):
             raise VidiffError(f"{path}, line {k}: expected a JSON object, got {type(row).__name__}")
         rows.append(row)
@@ -75,13 +85,15 @@ def generated_videos(folder: str | Path) -> list[VideoRef]:
     """Videos directly in `folder`, with prompts from prompts.jsonl or NAME.txt where present."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise VidiffError(f"generated-video folder {folder} does not exist; pass the folder `vidiff generate --out` wrote")
+        raise VidiffError(
+            f"generated-video folder {folder} does not exist; pass the folder `vidiff generate --out` wrote"
+        )
     prompts: dict[str, str] = {}
     sidecar = folder / PROMPTS_FILE
     if sidecar.is_file():
         for k, row in enumerate(_read_jsonl(sidecar), 1):
             if "file" not in row or "prompt" not in row:
-                raise VidiffError(f"{sidecar}, line {k}: needs keys \"file\" and \"prompt\", got {sorted(row)}")
+                raise VidiffError(f'{sidecar}, line {k}: needs keys "file" and "prompt", got {sorted(row)}')
             if not (folder / row["file"]).is_file():
                 raise VidiffError(f"{sidecar}, line {k}: {row['file']} is not in {folder}")
             prompts[str(row["file"])] = str(row["prompt"])
@@ -104,7 +116,9 @@ def real_videos(source: str | Path) -> list[VideoRef]:
     elif source.is_file() and source.suffix in (".jsonl", ".parquet"):
         refs = _manifest_videos(source)
     elif source.is_file():
-        raise VidiffError(f"real set {source}: give a folder of videos, a .jsonl/.parquet manifest or a .npz of FVD statistics")
+        raise VidiffError(
+            f"real set {source}: give a folder of videos, a .jsonl/.parquet manifest or a .npz of FVD statistics"
+        )
     else:
         raise VidiffError(f"real set {source} does not exist")
     if not refs:
@@ -131,12 +145,19 @@ def _manifest_videos(path: Path) -> list[VideoRef]:
         elif row.get("source"):
             file, start, end = row["source"], int(row.get("start_frame") or 0), row.get("end_frame")
         else:
-            raise VidiffError(f"manifest {path}, row {k}: needs a \"path\" (or \"source\" with frame span)")
+            raise VidiffError(f'manifest {path}, row {k}: needs a "path" (or "source" with frame span)')
         file = Path(file) if Path(file).is_absolute() else path.parent / file
         if file.suffix.lower() not in VIDEO_SUFFIXES:
             continue  # image rows (T == 1) say nothing about video quality
-        refs.append(VideoRef(f"{file.name}[{start}:{end}]" if end is not None else file.name, file, start,
-                             None if end is None else int(end), row.get("caption")))
+        refs.append(
+            VideoRef(
+                f"{file.name}[{start}:{end}]" if end is not None else file.name,
+                file,
+                start,
+                None if end is None else int(end),
+                row.get("caption"),
+            )
+        )
     return refs
 
 
@@ -158,7 +179,11 @@ def _with_prompts(refs: Sequence[VideoRef], metric: str) -> Iterator[tuple[str, 
 
 
 def real_stats(
-    real: str | Path, detector: I3DFeatures, protocol: FVDProtocol, save_to: str | Path | None = None, progress=True
+    real: str | Path,
+    detector: I3DFeatures,
+    protocol: FVDProtocol,
+    save_to: str | Path | None = None,
+    progress=True,
 ) -> tuple[GaussianStats, str]:
     """FVD statistics of the real set (loaded from .npz, or computed and optionally saved) and a label."""
     meta = stats_meta(detector, protocol)
@@ -167,8 +192,14 @@ def real_stats(
         check_compatible(stats, meta, str(real))
         return stats, str(real)
     refs = real_videos(real)
-    feats = i3d_features(_clips(refs, protocol.frames_needed), detector, protocol, total=len(refs),
-                         desc="I3D real", progress=progress)
+    feats = i3d_features(
+        _clips(refs, protocol.frames_needed),
+        detector,
+        protocol,
+        total=len(refs),
+        desc="I3D real",
+        progress=progress,
+    )
     stats = GaussianStats.from_features(feats, meta={**meta, "source": str(real)}, name=f"real set {real}")
     if save_to is not None:
         stats.save(save_to)
@@ -212,25 +243,39 @@ def evaluate(
         if save_real_stats:
             result["real_stats_saved"] = str(save_real_stats)
         if refs:
-            g = i3d_features(_clips(refs, protocol.frames_needed), detector, protocol, total=len(refs),
-                             desc="I3D generated", progress=progress)
+            g = i3d_features(
+                _clips(refs, protocol.frames_needed),
+                detector,
+                protocol,
+                total=len(refs),
+                desc="I3D generated",
+                progress=progress,
+            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", BiasedEstimateWarning)  # recorded in "notes" instead
                 out = fvd(g, r_stats)
-            out.update(real=r_label, protocol=protocol.describe(), i3d=detector.describe(),
-                       comparable_to_published=detector.kind != "random" and protocol.is_standard)
+            out.update(
+                real=r_label,
+                protocol=protocol.describe(),
+                i3d=detector.describe(),
+                comparable_to_published=detector.is_reference and protocol.is_standard,
+            )
             result["fvd"] = out
 
     if refs and "clipsim" in metrics:
         from vidiff.eval.clip_score import clip_similarity, load_clip
 
         scorer = load_clip(clip_model, clip_weights, config=clip_config, device=device)
-        result["clipsim"] = clip_similarity(scorer, _with_prompts(refs, "CLIP-SIM"), total=len(refs), progress=progress)
+        result["clipsim"] = clip_similarity(
+            scorer, _with_prompts(refs, "CLIP-SIM"), total=len(refs), progress=progress
+        )
 
     if refs and "oracle" in metrics:
         from vidiff.eval.oracle_metric import oracle_metric
 
-        result["oracle"] = oracle_metric(_with_prompts(refs, "the oracle"), total=len(refs), progress=progress)
+        result["oracle"] = oracle_metric(
+            _with_prompts(refs, "the oracle"), total=len(refs), progress=progress
+        )
 
     result["summary"] = format_summary(result)
     if out_dir is not None:
@@ -262,11 +307,21 @@ def format_summary(result: dict[str, Any]) -> str:
             f"I3D {f['i3d']['kind']}: {f['i3d']['source']}; real: {f['real']}"
         )
         if f["i3d"]["kind"] == "random":
-            lines.append("           RANDOM I3D WEIGHTS: this FVD only ranks runs against each other; it means nothing else")
+            lines.append(
+                "           RANDOM I3D WEIGHTS: this FVD only ranks runs against each other; it means nothing else"
+            )
+        elif not f["i3d"]["stylegan_v_detector"]:
+            lines.append(
+                "           I3D is not StyleGAN-V's TorchScript detector: FVDs differ from published ones"
+            )
         elif not f["comparable_to_published"]:
-            lines.append("           non-standard protocol (standard: 16 frames at 224x224): not comparable to published FVDs")
+            lines.append(
+                "           non-standard protocol (standard: 16 frames at 224x224): not comparable to published FVDs"
+            )
         if f["biased"]:
-            lines.append(f"           biased: fewer samples than the {f['feature_dim']} feature dimensions; compare only at equal N")
+            lines.append(
+                f"           biased: fewer samples than the {f['feature_dim']} feature dimensions; compare only at equal N"
+            )
     if "clipsim" in result:
         c = result["clipsim"]
         lines.append(
