@@ -136,15 +136,20 @@ def test_state_dict_and_torchscript_paths_give_identical_features(tmp_path, net)
     assert not np.allclose(i3d_features(x, other, SMALL, progress=False), reference, atol=1e-3)
 
 
+@pytest.fixture(scope="module")
+def real_set():
+    det = random_i3d(seed=0, width=WIDTH)
+    real = _clips(n=16, seed=3)
+    return det, real, GaussianStats.from_features(i3d_features(real, det, SMALL, progress=False))
+
+
 @pytest.mark.parametrize(
     "distort,levels",
     [(_noise, [0.0, 0.05, 0.15, 0.4]), (_blur, [0.0, 0.6, 1.2, 2.5]), (_shuffle, [0.0, 0.25, 0.5, 1.0])],
     ids=["noise", "blur", "shuffle"],
 )
-def test_fvd_grows_monotonically_with_distortion_strength(distort, levels):
-    det = random_i3d(seed=0, width=WIDTH)
-    real = _clips(n=16, seed=3)
-    real_stats = GaussianStats.from_features(i3d_features(real, det, SMALL, progress=False))
+def test_fvd_grows_monotonically_with_distortion_strength(distort, levels, real_set):
+    det, real, real_stats = real_set
     values = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BiasedEstimateWarning)  # N=16 < 400 dims: fine for a ranking
