@@ -143,14 +143,32 @@ def load_clip(
     cfg = open_clip.get_model_preprocess_cfg(model)
     size = cfg.get("size", 224)
     size = size if isinstance(size, int) else int(size[0])
+    mean, std = _normalisation(name, cfg)
     return ClipScorer(
         model=model.eval(),
         tokenizer=tokenizer,
         name=name,
         weights=str(weights),
         image_size=size,
-        mean=tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
-        std=tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD)),
+        mean=mean,
+        std=std,
+    )
+
+
+def _normalisation(name: str, cfg: dict) -> tuple[tuple, tuple]:
+    """Pixel mean/std. Weights loaded from a file carry no preprocessing config, so take the one every
+    known pretrained tag of the architecture agrees on (SigLIP: 0.5; most others: OpenAI's)."""
+    import open_clip
+
+    found = set()
+    for tag in open_clip.list_pretrained_tags_by_model(name):
+        tag_cfg = open_clip.get_pretrained_cfg(name, tag)
+        if "mean" in tag_cfg and "std" in tag_cfg:
+            found.add((tuple(tag_cfg["mean"]), tuple(tag_cfg["std"])))
+    if len(found) == 1:
+        return found.pop()
+    return tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)), tuple(
+        cfg.get("std", open_clip.OPENAI_DATASET_STD)
     )
 
 
