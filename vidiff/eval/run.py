@@ -166,7 +166,7 @@ def _clips(refs: Sequence[VideoRef], max_frames: int | None = None) -> Iterator[
         yield ref.name, ref.read(max_frames)
 
 
-def _with_prompts(refs: Sequence[VideoRef], metric: str) -> Iterator[tuple[str, torch.Tensor, str]]:
+def _check_prompts(refs: Sequence[VideoRef], metric: str) -> None:
     missing = [r.name for r in refs if not r.prompt]
     if missing:
         raise VidiffError(
@@ -174,6 +174,9 @@ def _with_prompts(refs: Sequence[VideoRef], metric: str) -> Iterator[tuple[str, 
             f"{' and more' if len(missing) > 3 else ''}. Write {PROMPTS_FILE} in the folder "
             '(lines {"file": "NAME.mp4", "prompt": "..."}) or NAME.txt beside each video'
         )
+
+
+def _with_prompts(refs: Sequence[VideoRef]) -> Iterator[tuple[str, torch.Tensor, str]]:
     for ref in refs:
         yield ref.name, ref.read(), ref.prompt
 
@@ -233,12 +236,26 @@ def evaluate(
     result: dict[str, Any] = {"generated": None if generated is None else str(generated), "metrics": metrics}
     refs = generated_videos(generated) if generated is not None else []
     result["n_generated"] = len(refs)
+    want_fvd = "fvd" in metrics or (generated is None and save_real_stats)
+    want_clip = bool(refs) and "clipsim" in metrics
+    want_oracle = bool(refs) and "oracle" in metrics
 
-    if "fvd" in metrics or (generated is None and save_real_stats):
-        if real is None:
-            raise VidiffError("FVD needs a real set: pass --real DIR, a manifest, or a saved statistics .npz")
+    # Check every input and load every model before the first long computation.
+    if want_fvd and real is None:
+        raise VidiffError("FVD needs a real set: pass --real DIR, a manifest, or a saved statistics .npz")
+    if want_clip:
+        _check_prompts(refs, "CLIP-SIM")
+    if want_oracle:
+        _check_prompts(refs, "the oracle")
+    if want_fvd:
         detector = i3d if isinstance(i3d, I3DFeatures) else load_i3d(i3d, device=device)
         detector.module.to(device)
+    if want_clip:
+        from vidiff.eval.clip_score import clip_similarity, load_clip
+
+        scorer = load_clip(clip_model, clip_weights, config=clip_config, device=device)
+
+    if want_fvd:
         r_stats, r_label = real_stats(real, detector, protocol, save_to=save_real_stats, progress=progress)
         if save_real_stats:
             result["real_stats_saved"] = str(save_real_stats)
@@ -262,20 +279,13 @@ def evaluate(
             )
             result["fvd"] = out
 
-    if refs and "clipsim" in metrics:
-        from vidiff.eval.clip_score import clip_similarity, load_clip
+    if want_clip:
+        result["clipsim"] = clip_similarity(scorer, _with_prompts(refs), total=len(refs), progress=progress)
 
-        scorer = load_clip(clip_model, clip_weights, config=clip_config, device=device)
-        result["clipsim"] = clip_similarity(
-            scorer, _with_prompts(refs, "CLIP-SIM"), total=len(refs), progress=progress
-        )
-
-    if refs and "oracle" in metrics:
+    if want_oracle:
         from vidiff.eval.oracle_metric import oracle_metric
 
-        result["oracle"] = oracle_metric(
-            _with_prompts(refs, "the oracle"), total=len(refs), progress=progress
-        )
+        result["oracle"] = oracle_metric(_with_prompts(refs), total=len(refs), progress=progress)
 
     result["summary"] = format_summary(result)
     if out_dir is not None:
@@ -292,7 +302,10 @@ def _pct(x: float | None) -> str:
 
 
 def format_summary(result: dict[str, Any]) -> str:
-    lines = [f"vidiff eval: {result['n_generated']} generated videos in {result['generated']}"]
+    if result["generated"] is None:
+        lines = ["vidiff eval: real-set statistics only (no --generated folder)"]
+    else:
+        lines = [f"vidiff eval: {result['n_generated']} generated videos in {result['generated']}"]
     if "real_stats_saved" in result:
         lines.append(f"real-set FVD statistics saved to {result['real_stats_saved']}")
     if "fvd" in result:
