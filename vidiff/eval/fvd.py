@@ -134,10 +134,16 @@ class I3DFeatures:
     def __call__(self, videos: torch.Tensor) -> np.ndarray:
         device = next(iter(self.module.parameters()), torch.empty(0)).device
         videos = videos.to(device)
-        if self._stylegan_v_call:
-            out = self.module(videos, rescale=False, resize=False, return_features=True)
-        else:
-            out = self.module(videos)
+        try:
+            if self._stylegan_v_call:
+                out = self.module(videos, rescale=False, resize=False, return_features=True)
+            else:
+                out = self.module(videos)
+        except RuntimeError as exc:  # a foreign TorchScript graph can reject the input shape or device
+            raise VidiffError(
+                f"I3D weights {self.source} failed on a batch of shape {tuple(videos.shape)} "
+                f"({str(exc).strip().splitlines()[-1][:200]}); check the file and the FVD protocol settings"
+            ) from None
         if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != videos.shape[0]:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise VidiffError(
