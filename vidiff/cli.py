@@ -136,7 +136,51 @@ def read_prompts_file(path: str) -> list[str]:
     return [line.strip() for line in file.read_text().splitlines() if line.strip()]
 
 
-COMMANDS = [_register_demo, _register_train, _register_generate, _register_toyworld]
+def _register_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="FVD, CLIP-SIM and toy-world oracle scores of generated videos; writes eval.json and eval.txt",
+        description="Prompts of generated videos come from DIR/prompts.jsonl "
+        '({"file": "0000.mp4", "prompt": "..."} per line, as `vidiff generate` writes) or NAME.txt beside each video.',
+    )
+    p.add_argument("--generated", help="folder of generated videos (omit to only save real-set statistics)")
+    p.add_argument("--real", help="real videos: a folder, a .jsonl/.parquet manifest, or a saved statistics .npz")
+    p.add_argument("--metrics", default="fvd,clipsim,oracle", help="comma-separated subset of fvd,clipsim,oracle")
+    p.add_argument("--i3d", help="I3D weights: StyleGAN-V i3d_torchscript.pt or a pytorch-i3d state dict ('random': smoke test)")
+    p.add_argument("--save-real-stats", help="save the real set's FVD statistics to this .npz for later runs")
+    p.add_argument("--fvd-frames", type=int, default=16, help="frames per clip (default 16)")
+    p.add_argument("--fvd-stride", type=int, default=1, help="take every n-th frame (default 1)")
+    p.add_argument("--fvd-resolution", type=int, default=224, help="I3D input size (default 224)")
+    p.add_argument("--fvd-resize", default="stretch", choices=["stretch", "center_crop"], help="default: stretch")
+    p.add_argument("--batch-size", type=int, default=8, help="I3D batch size (default 8)")
+    p.add_argument("--clip-model", help="open_clip architecture name, e.g. ViT-B-32")
+    p.add_argument("--clip-weights", help="local weights file for --clip-model ('random': smoke test)")
+    p.add_argument("--clip-config", help="open_clip model config JSON for an architecture open_clip does not know")
+    p.add_argument("--out", help="folder for eval.json and eval.txt (default: the --generated folder)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from vidiff.eval.fvd import FVDProtocol
+    from vidiff.eval.run import evaluate
+
+    if args.generated is None and not args.save_real_stats:
+        raise VidiffError("pass --generated DIR (or --real and --save-real-stats to only compute real statistics)")
+    protocol = FVDProtocol(num_frames=args.fvd_frames, frame_stride=args.fvd_stride, resolution=args.fvd_resolution,
+                           resize=args.fvd_resize, batch_size=args.batch_size)
+    result = evaluate(
+        args.generated, args.real, args.metrics.split(","), i3d=args.i3d, protocol=protocol,
+        save_real_stats=args.save_real_stats, clip_model=args.clip_model, clip_weights=args.clip_weights,
+        clip_config=args.clip_config, out_dir=args.out or args.generated, device=args.device,
+    )
+    print(result["summary"])
+    for path in result.get("written", []):
+        print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = [_register_demo, _register_train, _register_generate, _register_toyworld, _register_eval]
 
 
 def main(argv: list[str] | None = None) -> int:
