@@ -40,9 +40,12 @@ def _ab(alpha, sigma, x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _safe_div(num: Tensor, den: Tensor) -> Tensor:
-    """num / den, and 0 where den == 0 (no inf/NaN, gradients stay finite)."""
+    """num / den, and 0 where den == 0 (no inf/NaN, gradients stay finite).
+
+    den is per-sample (broadcast shape), so the zero test and reciprocal run on the small tensor."""
     ok = den != 0
-    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+    inv = torch.where(ok, 1 / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(den))
+    return num * inv
 
 
 # The 2x2 system [x_t; v] = [[alpha, sigma], [-sigma, alpha]] [x0; eps] has determinant
