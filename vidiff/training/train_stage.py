@@ -67,8 +67,22 @@ def build_dataset(config: TrainRunConfig, module: DiffusionModule) -> tuple[Late
             f"latent cache {config.data.latents} holds latents of size {sorted(spatial)} but the stage generates "
             f"{stage.latent_height}x{stage.latent_width}; set stage.latent_height/latent_width to match"
         )
-    encoded = encode_captions(module.stage.text_encoder, cache.captions)
-    return LatentTextDataset(cache.latents, encoded["text"], encoded["text_mask"]), cache.vae_dir
+    text, mask = encode_with_blanks(module.stage.text_encoder, cache.captions)
+    return LatentTextDataset(cache.latents, text, mask), cache.vae_dir
+
+
+def encode_with_blanks(encoder, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode captions once; items without a caption get an all-masked (unconditional) text."""
+    unique = sorted({c for c in captions if c.strip()})
+    encoded = encode_captions(encoder, unique)
+    index = {c: i for i, c in enumerate(unique)}
+    n, length = len(captions), encoded["text"].shape[1]
+    text = torch.zeros(n, length, encoded["text"].shape[2], dtype=encoded["text"].dtype)
+    mask = torch.zeros(n, length, dtype=torch.bool)
+    for i, c in enumerate(captions):
+        if c in index:
+            text[i], mask[i] = encoded["text"][index[c]], encoded["text_mask"][index[c]]
+    return text, mask
 
 
 def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
