@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from data_tools.cuts import Cut, CutConfig, CutFeatures, detect_cuts
@@ -37,10 +38,12 @@ def analyze(path: str, cfg: AnalysisConfig | None = None) -> Analysis:
     quiet_ffmpeg()
     info = probe_source(path)
     size = analysis_size(info.width, info.height, cfg.width)
-    features = CutFeatures(cfg.cuts.blend_lag)
+    features = CutFeatures(cfg.cuts)
     flow = FlowSampler(info.fps, cfg.motion)
     for chunk in iter_frames(path, size, cfg.backend):
-        features.push(chunk)
-        flow.push(chunk)
+        n, h, w, _ = chunk.shape
+        gray = cv2.cvtColor(chunk.reshape(n * h, w, 3), cv2.COLOR_RGB2GRAY).reshape(n, h, w)
+        features.push(chunk, gray)
+        flow.push(gray)
     arrays = features.arrays()
     return Analysis(info, features.num_frames, detect_cuts(arrays, info.fps, cfg.cuts), flow.arrays(), arrays)

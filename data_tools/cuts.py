@@ -1,8 +1,15 @@
-"""Shot-boundary detection: hard cuts (adaptive HSV content change) and gradual transitions
-(fades, dissolves: a run of frames that are linear blends of the frames around them).
+"""Shot-boundary detection: hard cuts and gradual transitions (dissolves, fades through black).
 
-`CutFeatures` takes analysis-size frames in chunks as they are decoded and keeps only a few
-numbers per frame; `detect_cuts` turns those numbers into cuts afterwards.
+- Hard cuts: an adaptive content detector (as PySceneDetect's AdaptiveDetector): the mean HSV
+  change from the previous frame, divided by the mean change of the frames around it.
+- Dissolves and fades: frame t is compared with frames t-h and t+h. In a blend, the pixels that
+  changed between t-h and t+h sit half-way at t; under motion a pixel has either changed or not
+  yet. `blend` = mean |change| over such half-way pixels, taken as a ratio to the same quantity in
+  the shots around it; `linear` = the share of changed pixels that are half-way.
+- Fades through black: the frame's mean luma dips far below the frames on both sides.
+
+`CutFeatures` consumes analysis-size frames chunk by chunk while they decode and keeps a few numbers
+per frame; `detect_cuts` turns those numbers into cuts afterwards.
 """
 
 from __future__ import annotations
@@ -12,31 +19,35 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-THUMB_FACTOR = 4  # gradual-transition features run on frames pooled 4x: blends are global, motion blurs away
-
 
 @dataclass
 class CutConfig:
-    """Detector settings. Content values are mean absolute HSV differences on a 0-255 scale."""
+    """Detector settings. Pixel values are on a 0-255 scale."""
 
-    # hard cuts: like PySceneDetect's AdaptiveDetector
+    # hard cuts
     adaptive_threshold: float = 3.0  # content change / mean change of the `window` frames either side
-    min_content: float = 8.0  # and at least this much absolute change
+    min_content: float = 8.0  # and at least this much mean HSV change
     window: int = 2
-    # gradual transitions (fades, dissolves)
-    blend_lag: int = 4  # h: frame t is compared with the blend of frames t-h and t+h
-    blend_linearity: float = 0.3  # residual / span change below this = a linear blend
-    blend_min_change: float = 6.0  # span change (0-255 RGB) a transition must reach
-    blend_ratio: float = 3.0  # and this multiple of the span change in the shots around it
-    blend_min_frames: int = 2  # shortest run of blend frames that counts
-    blank_std: float = 4.0  # frames with less spatial std than this (0-255) are blank (black)
-    min_gap: int = 2  # cuts closer than this many frames are one cut
+    # dissolves and fades
+    blend_lag: int = 4  # h: frame t is compared with frames t-h and t+h
+    change_threshold: int = 12  # a pixel "changed" if its luma moved more than this from t-h to t+h
+    min_linear: float = 0.35  # share of changed pixels half-way at t
+    min_blend: float = 1.5  # mean |change| over half-way pixels (per pixel of the frame)
+    blend_ratio: float = 5.0  # and that many times the median of the shots around (2h..10h away)
+    blend_frames: int = 3  # for at least this many frames in a row (a motion burst lasts one or two)
+    # fades through black
+    dip_ratio: float = 0.3  # mean luma below this share of the brightest frame within 1 s on each side
+    min_gap: int = 2  # hard cuts closer than this are one cut; transitions closer than this merge
+
+    def __post_init__(self):
+        if self.blend_lag < 1 or self.window < 1:
+            raise ValueError("cuts.blend_lag and cuts.window must be at least 1")
 
 
 @dataclass
 class Cut:
-    """A shot boundary. `frame` is the first frame of the new shot for a hard cut and the middle
-    of the transition for a gradual one; frames [start, end) belong to neither shot."""
+    """A shot boundary. `frame` is the first frame of the new shot for a hard cut and the middle of
+    the transition for a gradual one; frames [start, end) belong to neither shot (empty if hard)."""
 
     frame: int
     seconds: float
@@ -49,67 +60,60 @@ class Cut:
 
 
 class CutFeatures:
-    """Per-frame numbers for cut detection, computed chunk by chunk on uint8 RGB frames [n, h, w, 3]."""
+    """Per-frame numbers for cut detection from uint8 RGB chunks [n, h, w, 3] and their luma [n, h, w]."""
 
-    def __init__(self, blend_lag: int = 4):
-        self.h = blend_lag
-        self.content: list[np.ndarray] = []  # HSV mean |f_t - f_{t-1}|; frame 0 gets 0
-        self.span: list[np.ndarray] = []  # RGB-thumb mean |f_{t+h} - f_{t-h}|
-        self.resid: list[np.ndarray] = []  # RGB-thumb mean |f_t - (f_{t-h} + f_{t+h}) / 2|
-        self.std: list[np.ndarray] = []  # spatial std of the luma thumb
+    def __init__(self, cfg: CutConfig | None = None):
+        self.cfg = cfg or CutConfig()
+        self.h = self.cfg.blend_lag
+        self._parts: dict[str, list[np.ndarray]] = {k: [] for k in ("content", "luma", "blend", "linear")}
         self._prev_hsv: np.ndarray | None = None
-        self._tail = np.empty((0, 0), np.int16)  # last 2h thumbs, for spans reaching into the next chunk
-        self._next_centre = blend_lag
+        self._tail: np.ndarray | None = None  # the last 2h luma frames, for centres in the next chunk
+        self._next_centre = self.h
         self.num_frames = 0
 
-    def push(self, frames: np.ndarray) -> None:
+    def push(self, frames: np.ndarray, gray: np.ndarray) -> None:
         n, h, w, _ = frames.shape
-        if h % THUMB_FACTOR or w % THUMB_FACTOR:
-            raise ValueError(f"analysis size {h}x{w} must be a multiple of {THUMB_FACTOR}")
-        flat = np.ascontiguousarray(frames).reshape(n * h, w, 3)
-        hsv = cv2.cvtColor(flat, cv2.COLOR_RGB2HSV).reshape(n, h * w * 3)
+        hsv = cv2.cvtColor(np.ascontiguousarray(frames).reshape(n * h, w, 3), cv2.COLOR_RGB2HSV).reshape(n, -1)
         prev = self._prev_hsv if self._prev_hsv is not None else hsv[0]
-        diff = np.empty(n, np.float32)
+        diff = np.empty(n, np.float64)
         diff[0] = cv2.absdiff(hsv[0], prev).sum(dtype=np.uint64)
         if n > 1:
             diff[1:] = cv2.absdiff(hsv[1:], hsv[:-1]).reshape(n - 1, -1).sum(axis=1, dtype=np.uint64)
-        self.content.append(diff / (h * w * 3))
+        self._parts["content"].append(diff / hsv.shape[1])
         self._prev_hsv = hsv[-1].copy()
 
-        th, tw = h // THUMB_FACTOR, w // THUMB_FACTOR
-        thumbs = cv2.resize(flat, (tw, n * th), interpolation=cv2.INTER_AREA).reshape(n, th, tw, 3)
-        luma = cv2.cvtColor(thumbs.reshape(n * th, tw, 3), cv2.COLOR_RGB2GRAY).reshape(n, -1).astype(np.float32)
-        self.std.append(luma.std(axis=1))
-
-        thumbs = thumbs.reshape(n, -1).astype(np.int16)
-        buf = np.concatenate([self._tail, thumbs]) if len(self._tail) else thumbs
+        flat = gray.reshape(n, -1)
+        self._parts["luma"].append(flat.mean(axis=1, dtype=np.float64))
+        buf = flat.astype(np.int16)
+        if self._tail is not None:
+            buf = np.concatenate([self._tail, buf])
         self.num_frames += n
-        self._spans(buf, first=self.num_frames - len(buf))
+        self._blends(buf, first=self.num_frames - len(buf))
         self._tail = buf[-2 * self.h :]
 
-    def _spans(self, buf: np.ndarray, first: int) -> None:
-        """Span and residual for every centre c whose frames c-h and c+h are now known."""
+    def _blends(self, buf: np.ndarray, first: int) -> None:
+        """Blend features for every centre c whose frames c-h and c+h are now known."""
         h = self.h
-        lo, hi = self._next_centre - first, len(buf) - h  # buf positions of the centres to do
+        lo, hi = self._next_centre - first, len(buf) - h  # positions in buf of the centres to do
         if hi <= lo:
             return
-        left, mid, right = buf[lo - h : hi - h], buf[lo:hi], buf[lo + h : hi + h]
-        self.span.append(np.abs(right - left).mean(axis=1, dtype=np.float32))
-        self.resid.append(np.abs(2 * mid - left - right).mean(axis=1, dtype=np.float32) / 2)
+        a, mid, b = buf[lo - h : hi - h], buf[lo:hi], buf[lo + h : hi + h]
+        change = np.abs(b - a)
+        changed = change > self.cfg.change_threshold
+        halfway = changed & (2 * np.abs(2 * mid - a - b) < change)  # |mid - (a+b)/2| < |b-a| / 4
+        n_changed = changed.sum(axis=1)
+        self._parts["blend"].append((change * halfway).sum(axis=1) / buf.shape[1])
+        self._parts["linear"].append(halfway.sum(axis=1) / np.maximum(n_changed, 1))
         self._next_centre += hi - lo
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Per-frame arrays of equal length; span features are 0 where the lag reaches past the ends."""
+        """Per-frame arrays of equal length; blend features are 0 where t-h or t+h is outside the video."""
         n = self.num_frames
-        out = {
-            "content": _cat(self.content),
-            "std": _cat(self.std),
-            "span": np.zeros(n, np.float32),
-            "resid": np.zeros(n, np.float32),
-        }
-        span, resid = _cat(self.span), _cat(self.resid)
-        out["span"][self.h : self.h + len(span)] = span
-        out["resid"][self.h : self.h + len(resid)] = resid
+        out = {k: _cat(self._parts[k]) for k in ("content", "luma")}
+        for k in ("blend", "linear"):
+            values = _cat(self._parts[k])
+            out[k] = np.zeros(n, np.float32)
+            out[k][self.h : self.h + len(values)] = values
         return out
 
 
@@ -120,12 +124,17 @@ def _cat(parts: list[np.ndarray]) -> np.ndarray:
 def detect_cuts(features: dict[str, np.ndarray], fps: float, cfg: CutConfig | None = None) -> list[Cut]:
     """Hard and gradual cuts from `CutFeatures.arrays()`, sorted by frame."""
     cfg = cfg or CutConfig()
-    gradual = _gradual(features, cfg)
-    hard = [t for t in _hard(features["content"], cfg) if not any(c.start - cfg.min_gap <= t <= c.end + cfg.min_gap for c in gradual)]
-    cuts = gradual + [Cut(t, t / fps, "hard", t, t) for t in hard]
+    n = len(features["content"])
+    gradual = _merge(sorted(_blends(features, cfg) + _dips(features["luma"], fps, cfg), key=lambda c: c.start), cfg.min_gap)
+    gradual = [c for c in gradual if c.start > 0 and c.end < n]  # a fade in/out at the ends is no cut
     for c in gradual:
         c.seconds = c.frame / fps
-    return sorted(cuts, key=lambda c: c.frame)
+    hard = [
+        Cut(t, t / fps, "hard", t, t)
+        for t in _hard(features["content"], cfg)
+        if not any(c.start - cfg.min_gap <= t <= c.end + cfg.min_gap for c in gradual)
+    ]
+    return sorted(gradual + hard, key=lambda c: c.frame)
 
 
 def _hard(content: np.ndarray, cfg: CutConfig) -> list[int]:
@@ -137,9 +146,8 @@ def _hard(content: np.ndarray, cfg: CutConfig) -> list[int]:
     win = np.lib.stride_tricks.sliding_window_view(padded, 2 * w + 1)
     around = (win.sum(axis=1) - win[:, w]) / (2 * w)
     ratio = np.where(around > 1e-3, content / np.maximum(around, 1e-3), np.where(content >= cfg.min_content, 255.0, 0.0))
-    hits = np.flatnonzero((ratio >= cfg.adaptive_threshold) & (content >= cfg.min_content))
     out: list[int] = []
-    for t in hits.tolist():
+    for t in np.flatnonzero((ratio >= cfg.adaptive_threshold) & (content >= cfg.min_content)).tolist():
         if t == 0:
             continue
         if out and t - out[-1] < cfg.min_gap:
@@ -150,27 +158,37 @@ def _hard(content: np.ndarray, cfg: CutConfig) -> list[int]:
     return out
 
 
-def _gradual(features: dict[str, np.ndarray], cfg: CutConfig) -> list[Cut]:
-    span, resid, std = features["span"], features["resid"], features["std"]
-    n, h = len(span), cfg.blend_lag
-    if n < 2 * h + 1:
+def _blends(features: dict[str, np.ndarray], cfg: CutConfig) -> list[Cut]:
+    blend, linear = features["blend"], features["linear"]
+    h, n = cfg.blend_lag, len(blend)
+    candidate = (linear >= cfg.min_linear) & (blend >= cfg.min_blend)
+    for t in np.flatnonzero(candidate):
+        # a smooth pan can look like a blend too; a transition stands out from the shots around it
+        around = np.concatenate([blend[max(0, t - 10 * h) : max(0, t - 2 * h + 1)], blend[t + 2 * h : t + 10 * h + 1]])
+        candidate[t] = around.size > 0 and blend[t] >= cfg.blend_ratio * max(float(np.median(around)), 0.1)
+    runs = [(s, e) for s, e in _runs(candidate) if e - s >= cfg.blend_frames]
+    return [Cut((s + e) // 2, 0.0, "gradual", max(0, s - h), min(n, e + h)) for s, e in runs]
+
+
+def _dips(luma: np.ndarray, fps: float, cfg: CutConfig) -> list[Cut]:
+    """Fades through black: frames far darker than the brightest frame within a second on each side,
+    widened over the ramps down and up."""
+    n, w = len(luma), max(2, int(round(fps)))
+    if n < 3:
         return []
-    blank = std < cfg.blank_std
-    linear = (span >= cfg.blend_min_change) & (resid <= cfg.blend_linearity * span)
-    for t in np.flatnonzero(linear):
-        # a steady pan is "linear" too; a transition stands out from the shots around it
-        linear[t] = span[t] >= cfg.blend_ratio * _surround_median(span, t, 3 * h, 12 * h)
-    # a fade to black, the black frames and the fade back in are one transition
-    marked = linear | blank
-    cuts: list[Cut] = []
-    for s, e in _runs(marked):
-        if not linear[s:e].any() or linear[s:e].sum() < cfg.blend_min_frames:
-            continue
-        start, end = max(0, s - h), min(n, e + h)
-        if blank[s:e].all():
-            continue
-        cuts.append(Cut((start + end) // 2, 0.0, "gradual", start, end))
-    return _merge(cuts, cfg.min_gap)
+    padded = np.pad(luma, w, constant_values=0.0)
+    win = np.lib.stride_tricks.sliding_window_view(padded, w)
+    before, after = win[:n].max(axis=1), win[w + 1 : w + 1 + n].max(axis=1)
+    dark = luma < cfg.dip_ratio * np.minimum(before, after)
+    cuts = []
+    for s, e in _runs(dark):
+        eps = 0.5 + 0.02 * float(min(before[s], after[e - 1]))
+        while s > 0 and luma[s - 1] > luma[s] + eps:
+            s -= 1
+        while e < n and luma[e] > luma[e - 1] + eps:
+            e += 1
+        cuts.append(Cut((s + e) // 2, 0.0, "gradual", s, e))
+    return cuts
 
 
 def _merge(cuts: list[Cut], gap: int) -> list[Cut]:
@@ -188,10 +206,3 @@ def _merge(cuts: list[Cut], gap: int) -> list[Cut]:
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
-
-
-def _surround_median(x: np.ndarray, t: int, near: int, far: int) -> float:
-    """Median of x over [t-far, t-near] and [t+near, t+far]: what the shots around t look like."""
-    n = len(x)
-    vals = np.concatenate([x[max(0, t - far) : max(0, t - near + 1)], x[min(n, t + near) : min(n, t + far + 1)]])
-    return float(np.median(vals)) if vals.size else 0.0

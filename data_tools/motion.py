@@ -4,6 +4,10 @@ Flow is computed while the source streams past, between consecutive samples; a c
 uses sample pairs that lie wholly inside the clip, so no pair ever straddles a cut. Magnitudes are
 in frame widths per second at the analysis size, so the threshold does not depend on resolution
 or frame rate.
+
+The default statistic averages the flow magnitude weighted by image gradient: in flat regions flow
+is unobservable (the aperture problem) and a flow solver returns noise there, which in plain means
+makes a still, grainy shot look as busy as a small moving object. "mean" is the plain average.
 """
 
 from __future__ import annotations
@@ -18,8 +22,17 @@ import numpy as np
 class MotionConfig:
     sample_fps: float = 2.0  # flow is computed between frames about 1/sample_fps seconds apart
     method: str = "dis"  # "dis" (fast preset) | "farneback"
-    statistic: str = "mean"  # "mean" (the SVD rule: mean flow magnitude) | "p90" (90th percentile)
-    static_threshold: float = 0.01  # clips scoring below this are dropped as static
+    statistic: str = "edge_mean"  # "edge_mean" (gradient-weighted mean magnitude) | "mean" (plain mean)
+    edge_floor: float = 20.0  # Sobel gradient magnitude treated as noise (weights are gradient - floor)
+    static_threshold: float = 0.02  # clips scoring below this (frame widths per second) are static
+
+    def __post_init__(self):
+        if self.method not in ("dis", "farneback"):
+            raise ValueError(f"motion.method must be 'dis' or 'farneback', not {self.method!r}")
+        if self.statistic not in ("edge_mean", "mean"):
+            raise ValueError(f"motion.statistic must be 'edge_mean' or 'mean', not {self.statistic!r}")
+        if self.sample_fps <= 0:
+            raise ValueError(f"motion.sample_fps must be positive, not {self.sample_fps}")
 
 
 def sample_step(fps: float, sample_fps: float) -> int:
@@ -28,14 +41,10 @@ def sample_step(fps: float, sample_fps: float) -> int:
 
 
 class FlowSampler:
-    """Feeds on analysis frames chunk by chunk; keeps one score per consecutive sample pair."""
+    """Feeds on analysis-size luma frames [n, h, w] chunk by chunk; keeps one score per sample pair."""
 
     def __init__(self, fps: float, cfg: MotionConfig | None = None):
         self.cfg = cfg or MotionConfig()
-        if self.cfg.method not in ("dis", "farneback"):
-            raise ValueError(f"motion.method must be 'dis' or 'farneback', not {self.cfg.method!r}")
-        if self.cfg.statistic not in ("mean", "p90"):
-            raise ValueError(f"motion.statistic must be 'mean' or 'p90', not {self.cfg.statistic!r}")
         self.fps = fps
         self.step = sample_step(fps, self.cfg.sample_fps)
         self.pairs: list[tuple[int, int, float]] = []  # (frame a, frame b, score of flow a -> b)
@@ -47,7 +56,7 @@ class FlowSampler:
         first = self._next_index
         self._next_index += len(frames)
         for k in range(-first % self.step, len(frames), self.step):
-            gray = cv2.cvtColor(frames[k], cv2.COLOR_RGB2GRAY)
+            gray = frames[k]
             if self._prev is not None:
                 a, prev = self._prev
                 self.pairs.append((a, first + k, self._score(prev, gray, first + k - a)))
@@ -59,12 +68,21 @@ class FlowSampler:
         else:
             flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
         mag = cv2.magnitude(flow[..., 0], flow[..., 1])
-        value = float(mag.mean()) if self.cfg.statistic == "mean" else float(np.percentile(mag, 90))
+        if self.cfg.statistic == "mean":
+            value = float(mag.mean())
+        else:
+            weight = np.maximum(np.maximum(_gradient(a), _gradient(b)) - self.cfg.edge_floor, 0.0)
+            total = float(weight.sum())
+            value = float((mag * weight).sum()) / total if total > 0 else 0.0  # no texture: nothing seen moving
         return value / a.shape[1] * self.fps / gap  # frame widths per second
 
     def arrays(self) -> np.ndarray:
         """[n, 3] float64: frame a, frame b, score."""
         return np.asarray(self.pairs, np.float64).reshape(-1, 3)
+
+
+def _gradient(img: np.ndarray) -> np.ndarray:
+    return cv2.magnitude(cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3))
 
 
 def clip_motion(pairs: np.ndarray, start: int, end: int) -> float:
