@@ -91,6 +91,28 @@ def load_result(out_dir: str | Path, path: str, chash: str) -> dict | None:
     return result
 
 
+def remove_stale_temps(out_dir: Path) -> int:
+    """Delete half-written files (".NAME.PID.tmp...") left by a killed process; keep a live one's."""
+    removed = 0
+    for folder in (out_dir, out_dir / "sources", out_dir / "clips"):
+        for tmp in folder.glob(".*.tmp*") if folder.is_dir() else ():
+            pid = tmp.name.split(".tmp")[0].rsplit(".", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _write_json_atomic(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -327,6 +349,7 @@ def curate(
         raise VidiffError(f"unknown engine {engine!r}; use 'local' or 'ray'")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir)
     sources = collect_sources(inputs)
     if not sources:
         raise VidiffError(f"no videos found in {', '.join(inputs)}; pass video files, folders or a .txt list")
@@ -345,9 +368,9 @@ def curate(
 
     engine_version = None
     try:
-        if engine == "ray":
+        if pending and engine == "ray":
             engine_version = _run_ray(pending, cfg, out_dir, chash, captioner, workers, on_result, ray_address)
-        else:
+        elif pending:
             _run_local(pending, cfg, out_dir, chash, captioner, workers, on_result)
     finally:
         bar.close()
@@ -408,6 +431,7 @@ def add_arguments(p) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="videos, folders, .txt lists; and key=value config overrides")
     p.add_argument("--out", required=True, help="output folder: manifest.parquet, sources/, clips/, summary.json")
     p.add_argument("--config", default=None, help="YAML config (e.g. configs/curation.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. clips.max_seconds=5")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel sources (0: in this process)")
     p.add_argument("--engine", choices=("local", "ray"), default="local")
     p.add_argument("--ray-address", default=None, help="connect to a running Ray cluster (default: start a local one)")
@@ -422,7 +446,7 @@ def run_from_args(args) -> dict:
     from vidiff.config import load_config
 
     inputs = [i for i in args.inputs if not _is_override(i)]
-    overrides = [i for i in args.inputs if _is_override(i)]
+    overrides = [i for i in args.inputs if _is_override(i)] + list(args.set)
     if args.write_clips:
         overrides.append("clips.write=true")
     cfg = load_config(CurateConfig, args.config, overrides)

@@ -24,7 +24,7 @@ class MotionConfig:
     method: str = "dis"  # "dis" (fast preset) | "farneback"
     statistic: str = "edge_mean"  # "edge_mean" (gradient-weighted mean magnitude) | "mean" (plain mean)
     edge_floor: float = 20.0  # Sobel gradient magnitude treated as noise (weights are gradient - floor)
-    static_threshold: float = 0.02  # clips scoring below this (frame widths per second) are static
+    static_threshold: float = 0.01  # clips scoring below this (frame widths per second) are static
 
     def __post_init__(self):
         if self.method not in ("dis", "farneback"):

@@ -31,7 +31,22 @@ def _run_demo(args) -> int:
     return 0
 
 
-COMMANDS = [_register_demo]
+def _register_curate(sub) -> None:
+    from data_tools.curate import add_arguments
+
+    p = sub.add_parser("curate", help="cut raw videos into clips and write a clip manifest (local pool or Ray)")
+    add_arguments(p)
+    p.set_defaults(func=_run_curate)
+
+
+def _run_curate(args) -> int:
+    from data_tools.curate import run_from_args
+
+    run_from_args(args)
+    return 0
+
+
+COMMANDS = [_register_demo, _register_curate]
 
 
 def main(argv: list[str] | None = None) -> int:
