@@ -137,9 +137,10 @@ def _iter_decord(path: str, size: tuple[int, int], chunk: int) -> Iterator[np.nd
                 buf = np.empty_like(buf)
     except StopIteration:
         pass
-    except (decord.DECORDError, RuntimeError) as exc:
+    except (decord.DECORDError, RuntimeError):
+        # decord's own message is a C++ check with a clock time in it: say what it means instead
         raise VideoReadError(
-            f"{path}: decoding failed after frame {done + n} of {total} ({_short(exc)}); the file is corrupt or truncated"
+            f"{path}: decoding failed after frame {done + n} of {total} (invalid data); the file is corrupt or truncated"
         ) from None
     if n:
         yield buf[:n]
