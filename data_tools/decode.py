@@ -140,7 +140,7 @@ def _iter_decord(path: str, size: tuple[int, int], chunk: int) -> Iterator[np.nd
     except (decord.DECORDError, RuntimeError):
         # decord's own message is a C++ check with a clock time in it: say what it means instead
         raise VideoReadError(
-            f"{path}: decoding failed after frame {done + n} of {total} (invalid data); the file is corrupt or truncated"
+            f"{path}: decoding failed around frame {done + n} of {total} (invalid data); the file is corrupt or truncated"
         ) from None
     if n:
         yield buf[:n]

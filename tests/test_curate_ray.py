@@ -1,6 +1,7 @@
 """`--engine ray` runs the same per-video function as Ray tasks and gives the local engine's manifest."""
 
 import math
+import re
 import shutil
 
 import pytest
@@ -13,7 +14,13 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'vidi
 
 
 def _key(rows):
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
+    # where decord's reader thread notices corruption varies by a few frames between runs
+    def clean(k, v):
+        if isinstance(v, float) and math.isnan(v):
+            return None
+        return re.sub(r"frame \d+", "frame N", v) if k == "reason" and v else v
+
+    return [{k: clean(k, v) for k, v in r.items()} for r in rows]
 
 
 @pytest.mark.slow  # starting Ray takes 15-30 s on a small machine
