@@ -49,7 +49,10 @@ def read_sidecar(source: str | Path) -> list[Span] | str | None:
             raise VidiffError(f"caption sidecar {js} is not valid JSON ({exc}); fix or remove it") from None
         if isinstance(data, dict) and isinstance(data.get("captions"), list):
             try:
-                return [Span(int(c["start_frame"]), int(c["end_frame"]), str(c["caption"])) for c in data["captions"]]
+                return [
+                    Span(int(c["start_frame"]), int(c["end_frame"]), str(c["caption"]))
+                    for c in data["captions"]
+                ]
             except (KeyError, TypeError, ValueError):
                 raise VidiffError(
                     f"caption sidecar {js}: each item of 'captions' needs start_frame, end_frame and caption"
@@ -88,5 +91,7 @@ def load_captioner(spec: str) -> Captioner:
     if isinstance(obj, type):
         obj = obj()
     if not callable(obj):
-        raise VidiffError(f"captioner {spec!r} is not callable as (source, start_frame, end_frame, fps) -> str")
+        raise VidiffError(
+            f"captioner {spec!r} is not callable as (source, start_frame, end_frame, fps) -> str"
+        )
     return obj

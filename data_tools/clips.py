@@ -3,6 +3,7 @@ as its own file (stream copy when it starts and ends on keyframes, else a PyAV r
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Sequence
@@ -24,7 +25,9 @@ class ClipConfig:
 
     def __post_init__(self):
         if not 0 < self.min_seconds <= self.max_seconds:
-            raise ValueError(f"clips need 0 < min_seconds <= max_seconds, got {self.min_seconds}, {self.max_seconds}")
+            raise ValueError(
+                f"clips need 0 < min_seconds <= max_seconds, got {self.min_seconds}, {self.max_seconds}"
+            )
 
 
 @dataclass
@@ -66,7 +69,7 @@ def plan_segments(num_frames: int, cuts: Sequence[Cut], fps: float, cfg: ClipCon
             bounds = [s + length * i // n for i in range(n + 1)]
         else:  # equal parts would be too short: full-length clips and a dropped tail
             bounds = [s + hi * i for i in range(length // hi + 1)]
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in itertools.pairwise(bounds):
             segments.append(Segment(a, b, k))
         if bounds[-1] < e:
             segments.append(Segment(bounds[-1], e, k, "dropped", "short_shot"))
@@ -86,7 +89,14 @@ def keyframe_indices(path: str, fps: float) -> list[int]:
 
 
 def write_clip(
-    source: str, dest: str | Path, start: int, end: int, fps: float, keyframes: Sequence[int], num_frames: int, cfg: ClipConfig
+    source: str,
+    dest: str | Path,
+    start: int,
+    end: int,
+    fps: float,
+    keyframes: Sequence[int],
+    num_frames: int,
+    cfg: ClipConfig,
 ) -> str:
     """Write frames [start, end) of `source` to `dest` (atomically); return "copy" or "encode"."""
     dest = Path(dest)
@@ -105,7 +115,9 @@ def write_clip(
         import av
 
         if isinstance(exc, (av.FFmpegError, OSError)):
-            raise VideoReadError(f"{source}: writing clip frames {start}-{end} to {dest} failed: {exc}") from None
+            raise VideoReadError(
+                f"{source}: writing clip frames {start}-{end} to {dest} failed: {exc}"
+            ) from None
         raise
     return method
 

@@ -24,7 +24,20 @@ from data_tools.clips import ClipConfig, keyframe_indices, plan_segments, write_
 from data_tools.manifest import write_manifest
 from vidiff.errors import VidiffError
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts", ".3gp"}
+VIDEO_SUFFIXES = {
+    ".mp4",
+    ".mov",
+    ".mkv",
+    ".avi",
+    ".webm",
+    ".m4v",
+    ".mpg",
+    ".mpeg",
+    ".flv",
+    ".wmv",
+    ".ts",
+    ".3gp",
+}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 RESULT_VERSION = 1
 
@@ -33,7 +46,9 @@ RESULT_VERSION = 1
 class CurateConfig:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     clips: ClipConfig = field(default_factory=ClipConfig)
-    source_timeout_s: float = 0.0  # local engine: a source still running after this long is an error (0: none)
+    source_timeout_s: float = (
+        0.0  # local engine: a source still running after this long is an error (0: none)
+    )
 
 
 # --------------------------------------------------------------------------- inputs and keys
@@ -47,7 +62,11 @@ def collect_sources(inputs: list[str]) -> list[str]:
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            out.extend(str(f.resolve()) for f in sorted(p.rglob("*")) if f.suffix.lower() in VIDEO_SUFFIXES and f.is_file())
+            out.extend(
+                str(f.resolve())
+                for f in sorted(p.rglob("*"))
+                if f.suffix.lower() in VIDEO_SUFFIXES and f.is_file()
+            )
         elif p.suffix.lower() in LIST_SUFFIXES and p.is_file():
             for line in p.read_text().splitlines():
                 line = line.strip()
@@ -64,7 +83,9 @@ def source_key(path: str) -> str:
 
 
 def config_hash(cfg: CurateConfig, captioner: str | None) -> str:
-    text = json.dumps({"cfg": dataclasses.asdict(cfg), "captioner": captioner, "v": RESULT_VERSION}, sort_keys=True)
+    text = json.dumps(
+        {"cfg": dataclasses.asdict(cfg), "captioner": captioner, "v": RESULT_VERSION}, sort_keys=True
+    )
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -86,7 +107,11 @@ def load_result(out_dir: str | Path, path: str, chash: str) -> dict | None:
         result = json.loads(result_path(out_dir, path).read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if result.get("config") != chash or result.get("fingerprint") != _fingerprint(path) or result.get("source") != path:
+    if (
+        result.get("config") != chash
+        or result.get("fingerprint") != _fingerprint(path)
+        or result.get("source") != path
+    ):
         return None
     return result
 
@@ -116,10 +141,9 @@ def _alive(pid: int) -> bool:
 def _write_json_atomic(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # no fsync: after a power cut a result may be empty, and an unreadable result is redone anyway
     with open(tmp, "w") as f:
         json.dump(data, f, allow_nan=True)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -150,7 +174,10 @@ def process_source(
 
 
 def error_result(path: str, message: str) -> dict:
-    row = {name: None for name in ("path", "start_frame", "end_frame", "start_s", "end_s", "fps", "width", "height")}
+    row = {
+        name: None
+        for name in ("path", "start_frame", "end_frame", "start_s", "end_s", "fps", "width", "height")
+    }
     row.update(
         id=f"{_stem(path)}_{source_key(path)[:8]}_error",
         source=path,
@@ -245,7 +272,9 @@ def _run_local(pending, cfg, out_dir, chash, captioner, workers, on_result) -> N
         while queue or running:
             while queue and len(running) < workers:
                 path = queue.pop(0)
-                proc = ctx.Process(target=_child, args=(path, cfg, str(out_dir), chash, captioner), daemon=True)
+                proc = ctx.Process(
+                    target=_child, args=(path, cfg, str(out_dir), chash, captioner), daemon=True
+                )
                 proc.start()
                 running[proc.sentinel] = (proc, path, time.monotonic())
             for sentinel in wait(list(running), timeout=1.0):
@@ -275,7 +304,12 @@ def _collect_child(proc, path, cfg, out_dir, chash) -> dict:
         return result
     code = proc.exitcode
     how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-    return _save_error(path, f"{path}: the worker reading it died ({how}); the file likely crashes the decoder", out_dir, chash)
+    return _save_error(
+        path,
+        f"{path}: the worker reading it died ({how}); the file likely crashes the decoder",
+        out_dir,
+        chash,
+    )
 
 
 def _save_error(path: str, message: str, out_dir, chash) -> dict:
@@ -359,7 +393,14 @@ def curate(
     skipped = len(sources) - len(pending)
 
     t0 = time.perf_counter()
-    bar = tqdm(total=len(sources), initial=skipped, desc="curate", unit="video", disable=not progress, file=sys.stderr)
+    bar = tqdm(
+        total=len(sources),
+        initial=skipped,
+        desc="curate",
+        unit="video",
+        disable=not progress,
+        file=sys.stderr,
+    )
 
     def on_result(result: dict) -> None:
         results[result["source"]] = result
@@ -369,7 +410,9 @@ def curate(
     engine_version = None
     try:
         if pending and engine == "ray":
-            engine_version = _run_ray(pending, cfg, out_dir, chash, captioner, workers, on_result, ray_address)
+            engine_version = _run_ray(
+                pending, cfg, out_dir, chash, captioner, workers, on_result, ray_address
+            )
         elif pending:
             _run_local(pending, cfg, out_dir, chash, captioner, workers, on_result)
     finally:
@@ -403,7 +446,8 @@ def summarize(results: list[dict]) -> dict:
         "videos_failed": sum(r["error"] is not None for r in results),
         "clips_kept": len(kept),
         "clips_dropped": dict(sorted(dropped.items())),
-        "clip_errors": sum(r["status"] == "error" for r in rows) - sum(r["error"] is not None for r in results),
+        "clip_errors": sum(r["status"] == "error" for r in rows)
+        - sum(r["error"] is not None for r in results),
         "hours_of_video": sum(r["duration"] for r in results) / 3600,
         "hours_kept": sum(r["end_s"] - r["start_s"] for r in kept) / 3600,
         "cuts": dict(Counter(c["kind"] for r in results for c in r["cuts"])),
@@ -414,9 +458,10 @@ def format_summary(s: dict) -> str:
     dropped = ", ".join(f"{k} {v}" for k, v in s["clips_dropped"].items()) or "none"
     lines = [
         f"videos: {s['videos']} ({s['processed']} processed, {s['skipped']} already done, {s['videos_failed']} failed)",
-        f"clips kept: {s['clips_kept']}  dropped: {dropped}" + (f"  clip errors: {s['clip_errors']}" if s["clip_errors"] else ""),
+        f"clips kept: {s['clips_kept']}  dropped: {dropped}"
+        + (f"  clip errors: {s['clip_errors']}" if s["clip_errors"] else ""),
         f"hours of video: {s['hours_of_video']:.3f}  kept: {s['hours_kept']:.3f}",
-        f"cuts: " + (", ".join(f"{k} {v}" for k, v in sorted(s["cuts"].items())) or "none"),
+        "cuts: " + (", ".join(f"{k} {v}" for k, v in sorted(s["cuts"].items())) or "none"),
         f"manifest: {s['manifest']}",
     ]
     if s.get("frames_per_second"):
@@ -428,13 +473,30 @@ def format_summary(s: dict) -> str:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="videos, folders, .txt lists; and key=value config overrides")
-    p.add_argument("--out", required=True, help="output folder: manifest.parquet, sources/, clips/, summary.json")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="videos, folders, .txt lists; and key=value config overrides",
+    )
+    p.add_argument(
+        "--out", required=True, help="output folder: manifest.parquet, sources/, clips/, summary.json"
+    )
     p.add_argument("--config", default=None, help="YAML config (e.g. configs/curation.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. clips.max_seconds=5")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel sources (0: in this process)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. clips.max_seconds=5",
+    )
+    p.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="parallel sources (0: in this process)"
+    )
     p.add_argument("--engine", choices=("local", "ray"), default="local")
-    p.add_argument("--ray-address", default=None, help="connect to a running Ray cluster (default: start a local one)")
+    p.add_argument(
+        "--ray-address", default=None, help="connect to a running Ray cluster (default: start a local one)"
+    )
     p.add_argument("--write-clips", action="store_true", help="write clip files instead of references")
     p.add_argument("--jsonl", action="store_true", help="also write manifest.jsonl")
     p.add_argument("--captioner", default=None, help="package.module:ClassOrFunction implementing Captioner")

@@ -56,7 +56,13 @@ class Cut:
     end: int
 
     def as_dict(self) -> dict:
-        return {"frame": self.frame, "seconds": self.seconds, "kind": self.kind, "start": self.start, "end": self.end}
+        return {
+            "frame": self.frame,
+            "seconds": self.seconds,
+            "kind": self.kind,
+            "start": self.start,
+            "end": self.end,
+        }
 
 
 class CutFeatures:
@@ -73,7 +79,9 @@ class CutFeatures:
 
     def push(self, frames: np.ndarray, gray: np.ndarray) -> None:
         n, h, w, _ = frames.shape
-        hsv = cv2.cvtColor(np.ascontiguousarray(frames).reshape(n * h, w, 3), cv2.COLOR_RGB2HSV).reshape(n, -1)
+        hsv = cv2.cvtColor(np.ascontiguousarray(frames).reshape(n * h, w, 3), cv2.COLOR_RGB2HSV).reshape(
+            n, -1
+        )
         prev = self._prev_hsv if self._prev_hsv is not None else hsv[0]
         diff = np.empty(n, np.float64)
         diff[0] = cv2.absdiff(hsv[0], prev).sum(dtype=np.uint64)
@@ -82,28 +90,32 @@ class CutFeatures:
         self._parts["content"].append(diff / hsv.shape[1])
         self._prev_hsv = hsv[-1].copy()
 
-        flat = gray.reshape(n, -1)
+        flat = np.ascontiguousarray(gray).reshape(n, -1)
         self._parts["luma"].append(flat.mean(axis=1, dtype=np.float64))
-        buf = flat.astype(np.int16)
-        if self._tail is not None:
-            buf = np.concatenate([self._tail, buf])
+        buf = np.concatenate([self._tail, flat]) if self._tail is not None else flat
         self.num_frames += n
         self._blends(buf, first=self.num_frames - len(buf))
-        self._tail = buf[-2 * self.h :]
+        self._tail = buf[-2 * self.h :].copy()
 
     def _blends(self, buf: np.ndarray, first: int) -> None:
-        """Blend features for every centre c whose frames c-h and c+h are now known."""
+        """Blend features for every centre c whose frames c-h and c+h are now known (uint8 OpenCV ops:
+        this runs on every frame, so it must cost little next to decoding)."""
         h = self.h
         lo, hi = self._next_centre - first, len(buf) - h  # positions in buf of the centres to do
         if hi <= lo:
             return
         a, mid, b = buf[lo - h : hi - h], buf[lo:hi], buf[lo + h : hi + h]
-        change = np.abs(b - a)
-        changed = change > self.cfg.change_threshold
-        halfway = changed & (2 * np.abs(2 * mid - a - b) < change)  # |mid - (a+b)/2| < |b-a| / 4
-        n_changed = changed.sum(axis=1)
-        self._parts["blend"].append((change * halfway).sum(axis=1) / buf.shape[1])
-        self._parts["linear"].append(halfway.sum(axis=1) / np.maximum(n_changed, 1))
+        change = cv2.absdiff(b, a)
+        off_line = cv2.convertScaleAbs(cv2.absdiff(mid, cv2.addWeighted(a, 0.5, b, 0.5, 0)), alpha=4.0)
+        changed = cv2.compare(change, self.cfg.change_threshold, cv2.CMP_GT)
+        halfway = cv2.bitwise_and(
+            changed, cv2.compare(off_line, change, cv2.CMP_LT)
+        )  # |mid - (a+b)/2| < |b-a|/4
+        n_changed = np.count_nonzero(changed, axis=1)
+        self._parts["blend"].append(
+            cv2.bitwise_and(change, halfway).sum(axis=1, dtype=np.uint32) / buf.shape[1]
+        )
+        self._parts["linear"].append(np.count_nonzero(halfway, axis=1) / np.maximum(n_changed, 1))
         self._next_centre += hi - lo
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -125,7 +137,9 @@ def detect_cuts(features: dict[str, np.ndarray], fps: float, cfg: CutConfig | No
     """Hard and gradual cuts from `CutFeatures.arrays()`, sorted by frame."""
     cfg = cfg or CutConfig()
     n = len(features["content"])
-    gradual = _merge(sorted(_blends(features, cfg) + _dips(features["luma"], fps, cfg), key=lambda c: c.start), cfg.min_gap)
+    gradual = _merge(
+        sorted(_blends(features, cfg) + _dips(features["luma"], fps, cfg), key=lambda c: c.start), cfg.min_gap
+    )
     gradual = [c for c in gradual if c.start > 0 and c.end < n]  # a fade in/out at the ends is no cut
     for c in gradual:
         c.seconds = c.frame / fps
@@ -145,7 +159,9 @@ def _hard(content: np.ndarray, cfg: CutConfig) -> list[int]:
     padded[w] = 0.0  # frame 0 has no predecessor
     win = np.lib.stride_tricks.sliding_window_view(padded, 2 * w + 1)
     around = (win.sum(axis=1) - win[:, w]) / (2 * w)
-    ratio = np.where(around > 1e-3, content / np.maximum(around, 1e-3), np.where(content >= cfg.min_content, 255.0, 0.0))
+    ratio = np.where(
+        around > 1e-3, content / np.maximum(around, 1e-3), np.where(content >= cfg.min_content, 255.0, 0.0)
+    )
     out: list[int] = []
     for t in np.flatnonzero((ratio >= cfg.adaptive_threshold) & (content >= cfg.min_content)).tolist():
         if t == 0:
@@ -164,7 +180,9 @@ def _blends(features: dict[str, np.ndarray], cfg: CutConfig) -> list[Cut]:
     candidate = (linear >= cfg.min_linear) & (blend >= cfg.min_blend)
     for t in np.flatnonzero(candidate):
         # a smooth pan can look like a blend too; a transition stands out from the shots around it
-        around = np.concatenate([blend[max(0, t - 10 * h) : max(0, t - 2 * h + 1)], blend[t + 2 * h : t + 10 * h + 1]])
+        around = np.concatenate(
+            [blend[max(0, t - 10 * h) : max(0, t - 2 * h + 1)], blend[t + 2 * h : t + 10 * h + 1]]
+        )
         candidate[t] = around.size > 0 and blend[t] >= cfg.blend_ratio * max(float(np.median(around)), 0.1)
     runs = [(s, e) for s, e in _runs(candidate) if e - s >= cfg.blend_frames]
     return [Cut((s + e) // 2, 0.0, "gradual", max(0, s - h), min(n, e + h)) for s, e in runs]
@@ -205,4 +223,4 @@ def _merge(cuts: list[Cut], gap: int) -> list[Cut]:
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))

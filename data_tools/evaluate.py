@@ -22,9 +22,13 @@ def match_cuts(predicted: list[dict], transitions: list[dict]) -> dict:
     used: set[int] = set()
     hits = 0
     for t in sorted(transitions, key=lambda t: t["frame"]):
-        lo, hi = (t["frame"] - HARD_TOLERANCE, t["frame"] + HARD_TOLERANCE) if t["start"] == t["end"] else (
-            t["start"] - GRADUAL_TOLERANCE,
-            t["end"] + GRADUAL_TOLERANCE,
+        lo, hi = (
+            (t["frame"] - HARD_TOLERANCE, t["frame"] + HARD_TOLERANCE)
+            if t["start"] == t["end"]
+            else (
+                t["start"] - GRADUAL_TOLERANCE,
+                t["end"] + GRADUAL_TOLERANCE,
+            )
         )
         for k, c in enumerate(predicted):
             if k not in used and lo <= c["frame"] <= hi:
@@ -85,10 +89,13 @@ def evaluate_sources(out_dir: str | Path, sources: list[str]) -> dict:
     return scores(cut_counts, static)
 
 
-def evaluate_toyworld(num_videos: int = 12, work_dir: str | Path | None = None, seed: int = 0, workers: int = 0, cfg=None) -> dict:
+def evaluate_toyworld(
+    num_videos: int = 12, work_dir: str | Path | None = None, seed: int = 0, workers: int = 0, cfg=None
+) -> dict:
     """Write `num_videos` toy-world raw videos, curate them, score against their truth."""
-    from data_tools.curate import curate
     from vidiff.toyworld import write_raw_video
+
+    from data_tools.curate import curate
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(work_dir or tmp)
@@ -112,9 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=0)
     args = p.parse_args(argv)
     s = evaluate_toyworld(args.videos, args.work_dir, args.seed, args.workers)
-    print(f"toy world, {args.videos} raw videos (seed {args.seed}), {s['cuts_true']} true cuts, {s['clips_scored']} clips scored")
+    print(
+        f"toy world, {args.videos} raw videos (seed {args.seed}), {s['cuts_true']} true cuts, {s['clips_scored']} clips scored"
+    )
     print(f"cuts:   precision {s['cut_precision']:.3f}  recall {s['cut_recall']:.3f}  F1 {s['cut_f1']:.3f}")
-    print(f"static: precision {s['static_precision']:.3f}  recall {s['static_recall']:.3f}  ({s['static_clips_true']} static clips)")
+    print(
+        f"static: precision {s['static_precision']:.3f}  recall {s['static_recall']:.3f}  ({s['static_clips_true']} static clips)"
+    )
     return 0
 
 

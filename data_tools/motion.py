@@ -50,7 +50,9 @@ class FlowSampler:
         self.pairs: list[tuple[int, int, float]] = []  # (frame a, frame b, score of flow a -> b)
         self._prev: tuple[int, np.ndarray] | None = None
         self._next_index = 0
-        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST) if self.cfg.method == "dis" else None
+        self._dis = (
+            cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST) if self.cfg.method == "dis" else None
+        )
 
     def push(self, frames: np.ndarray) -> None:
         first = self._next_index
@@ -73,7 +75,9 @@ class FlowSampler:
         else:
             weight = np.maximum(np.maximum(_gradient(a), _gradient(b)) - self.cfg.edge_floor, 0.0)
             total = float(weight.sum())
-            value = float((mag * weight).sum()) / total if total > 0 else 0.0  # no texture: nothing seen moving
+            value = (
+                float((mag * weight).sum()) / total if total > 0 else 0.0
+            )  # no texture: nothing seen moving
         return value / a.shape[1] * self.fps / gap  # frame widths per second
 
     def arrays(self) -> np.ndarray:

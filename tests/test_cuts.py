@@ -15,7 +15,7 @@ def test_bikes_shots_start_where_the_editor_cut():
     starts = [0] + [c.frame for c in a.cuts]
     expected = [0, 30, 76, 137, 187, 242]
     assert len(starts) == len(expected), starts
-    assert all(abs(s - e) <= 1 for s, e in zip(starts, expected)), starts
+    assert all(abs(s - e) <= 1 for s, e in zip(starts, expected, strict=True)), starts
     assert all(c.kind == "hard" for c in a.cuts)
     assert a.num_frames == 250
     assert a.cuts[0].seconds == pytest.approx(a.cuts[0].frame / 25.0)
@@ -33,7 +33,7 @@ def test_dissolve_fade_and_hard_cut_in_real_footage(tmp_path):
     assert counts == {"true": 3, "predicted": 3, "matched": 3}, [c.as_dict() for c in cuts]
     assert [c.kind for c in cuts] == ["gradual", "gradual", "hard"]
     # a gradual cut's span covers the blended frames, so no clip takes half a dissolve
-    for cut, t in zip(cuts[:2], truth["transitions"][:2]):
+    for cut, t in zip(cuts[:2], truth["transitions"][:2], strict=True):
         assert cut.start <= t["start"] + 1 and cut.end >= t["end"] - 1
 
 
@@ -59,14 +59,24 @@ def test_a_sudden_flash_is_not_a_fade():
     luma = np.full(n, 120.0, np.float32)
     luma[50] = 250
     content = np.full(n, 2.0, np.float32)
-    features = {"content": content, "luma": luma, "blend": np.zeros(n, np.float32), "linear": np.zeros(n, np.float32)}
+    features = {
+        "content": content,
+        "luma": luma,
+        "blend": np.zeros(n, np.float32),
+        "linear": np.zeros(n, np.float32),
+    }
     assert [c for c in detect_cuts(features, 25.0) if c.kind == "gradual"] == []
 
 
 def test_fade_in_at_the_very_start_is_not_a_cut():
     n = 100
     luma = np.concatenate([np.linspace(0, 120, 10), np.full(n - 10, 120.0)]).astype(np.float32)
-    features = {"content": np.ones(n, np.float32), "luma": luma, "blend": np.zeros(n, np.float32), "linear": np.zeros(n, np.float32)}
+    features = {
+        "content": np.ones(n, np.float32),
+        "luma": luma,
+        "blend": np.zeros(n, np.float32),
+        "linear": np.zeros(n, np.float32),
+    }
     assert detect_cuts(features, 25.0) == []
 
 

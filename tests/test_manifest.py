@@ -12,8 +12,30 @@ from vidiff.errors import VidiffError
 def _rows():
     base = dict(source="/v/a.mp4", path=None, fps=25.0, width=640, height=272, shot=0, caption="a red circle")
     return [
-        dict(base, id="a_0", start_frame=0, end_frame=30, start_s=0.0, end_s=1.2, num_frames=30, motion=0.05, status="kept", reason=""),
-        dict(base, id="a_1", start_frame=30, end_frame=40, start_s=1.2, end_s=1.6, num_frames=10, motion=math.nan, status="dropped", reason="short_shot"),
+        dict(
+            base,
+            id="a_0",
+            start_frame=0,
+            end_frame=30,
+            start_s=0.0,
+            end_s=1.2,
+            num_frames=30,
+            motion=0.05,
+            status="kept",
+            reason="",
+        ),
+        dict(
+            base,
+            id="a_1",
+            start_frame=30,
+            end_frame=40,
+            start_s=1.2,
+            end_s=1.6,
+            num_frames=10,
+            motion=math.nan,
+            status="dropped",
+            reason="short_shot",
+        ),
         dict(
             {k: None for k in COLUMNS},
             id="b_error",

@@ -10,7 +10,10 @@ from data_tools.motion import FlowSampler, MotionConfig, clip_motion, sample_ste
 def _texture(h, w, seed=0):
     """Structure at several scales, as in real images (coarse-to-fine flow needs the coarse part)."""
     rng = np.random.default_rng(seed)
-    img = sum(cv2.GaussianBlur(rng.uniform(0, 255, (h, w)).astype(np.float32), (0, 0), s) * s for s in (1.5, 4.0, 10.0))
+    img = sum(
+        cv2.GaussianBlur(rng.uniform(0, 255, (h, w)).astype(np.float32), (0, 0), s) * s
+        for s in (1.5, 4.0, 10.0)
+    )
     return cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX)
 
 
@@ -45,8 +48,12 @@ def test_score_is_speed_in_frame_widths_per_second(method, speed):
 def test_still_grainy_frames_score_near_zero_with_edge_weighting():
     rng = np.random.default_rng(0)
     base = _texture(72, 128)
-    frames = np.stack([np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8) for _ in range(48)])
-    frames[:, :, :40] = np.clip(128 + rng.normal(0, 3, (48, 72, 40)), 0, 255).astype(np.uint8)  # a flat, noisy wall
+    frames = np.stack(
+        [np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8) for _ in range(48)]
+    )
+    frames[:, :, :40] = np.clip(128 + rng.normal(0, 3, (48, 72, 40)), 0, 255).astype(
+        np.uint8
+    )  # a flat, noisy wall
     scores = {}
     for statistic in ("edge_mean", "mean"):
         sampler = FlowSampler(24.0, MotionConfig(statistic=statistic))
@@ -67,7 +74,9 @@ def test_pairs_across_a_cut_are_never_used():
     assert clip_motion(pairs, 0, 30) < 1e-3  # pairs (0,12), (12,24) only
     assert clip_motion(pairs, 30, 72) == pytest.approx(1.5 * 24 / 128, rel=0.15)  # (36,48), (48,60) only
     straddling = [p for p in pairs if p[0] < 30 <= p[1]]
-    assert len(straddling) == 1 and abs(straddling[0][2] - 1.5 * 24 / 128) > 0.1  # (24,36) is garbage, and unused
+    assert (
+        len(straddling) == 1 and abs(straddling[0][2] - 1.5 * 24 / 128) > 0.1
+    )  # (24,36) is garbage, and unused
 
 
 def test_clip_without_a_full_pair_has_no_score():
