@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from vidiff.errors import VidiffError
 
@@ -46,7 +47,109 @@ def _run_curate(args) -> int:
     return 0
 
 
-COMMANDS = [_register_demo, _register_curate]
+def _register_toyworld(sub) -> None:
+    p = sub.add_parser(
+        "toyworld", help="toy-world data: captioned clips, raw curation test videos, oracle check"
+    )
+    tsub = p.add_subparsers(dest="toyworld_command", required=True)
+    d = tsub.add_parser("dataset", help="write captioned clips (mp4, png for images) and captions.jsonl")
+    d.add_argument("--out", required=True, help="output folder")
+    d.add_argument("--n", type=int, default=64, help="number of items")
+    d.add_argument("--frames", type=int, default=16)
+    d.add_argument("--size", type=int, default=32, help="frame height and width")
+    d.add_argument("--fps", type=int, default=8)
+    d.add_argument("--image-share", type=float, default=0.0, help="fraction of single-frame items")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--pix-fmt", default=None, help="yuv420p (default, plays in browsers) or yuv444p (sharper colour)")
+    r = tsub.add_parser(
+        "raw", help="write a long raw video with cuts, fades and static shots + NAME.json truth"
+    )
+    r.add_argument("--out", required=True, help="output .mp4 path")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--scenes", type=int, default=8)
+    r.add_argument("--size", type=int, default=64, help="frame height and width")
+    r.add_argument("--fps", type=int, default=12)
+    o = tsub.add_parser(
+        "oracle-eval", help="measure the oracle on held-out videos, shuffled prompts and noise"
+    )
+    o.add_argument("--n", type=int, default=1000, help="held-out videos")
+    o.add_argument("--n-noise", type=int, default=300)
+    o.add_argument("--seed", type=int, default=31337)
+    p.set_defaults(func=_run_toyworld)
+
+
+def _run_toyworld(args) -> int:
+    from vidiff import toyworld
+
+    if args.toyworld_command == "dataset":
+        jsonl = toyworld.generate_dataset(
+            args.out, args.n, args.frames, args.size, args.size, args.fps, args.image_share, args.seed, pix_fmt=args.pix_fmt
+        )
+        print(f"captions: {jsonl}")
+    elif args.toyworld_command == "raw":
+        truth = toyworld.write_raw_video(
+            args.out, seed=args.seed, num_scenes=args.scenes, height=args.size, width=args.size, fps=args.fps
+        )
+        print(f"{args.out}: {truth['num_frames']} frames, {len(truth['cuts'])} cuts; truth beside it (.json)")
+    else:
+        from vidiff.toyworld.evaluate import evaluate_oracle, format_report
+
+        print(format_report(evaluate_oracle(n=args.n, seed=args.seed, n_noise=args.n_noise, progress=True)))
+    return 0
+
+
+def _register_train(sub) -> None:
+    p = sub.add_parser("train", help="train a diffusion stage on a latent cache (resumes from OUT/checkpoints/last.ckpt)")
+    p.add_argument("--config", required=True, help="YAML file, e.g. configs/toy/base_unet.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=500 data.latents=DIR")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from vidiff.config import load_config
+    from vidiff.training.train_stage import TrainRunConfig, train_stage
+
+    export = train_stage(load_config(TrainRunConfig, args.config, args.overrides))
+    print(f"exported: {export}")
+    return 0
+
+
+def _register_generate(sub) -> None:
+    p = sub.add_parser("generate", help="text-to-video: write one mp4 per prompt")
+    p.add_argument("--checkpoint", required=True, help="an export/ folder written by `vidiff train`")
+    p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+    p.add_argument("--prompts-file", help="a text file with one prompt per line")
+    p.add_argument("--sampler", help="ddpm, ddim, dpmpp_2m or euler (default: the checkpoint's)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first prompt; prompt i uses seed+i")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args) -> int:
+    from vidiff.pipelines.cascade import generate_videos, sampling_with
+    from vidiff.pipelines.stage import load_stage_config
+
+    prompts = list(args.prompt)
+    if args.prompts_file:
+        prompts += read_prompts_file(args.prompts_file)
+    base = load_stage_config(Path(args.checkpoint)).sampling
+    sampling = sampling_with(base, sampler=args.sampler, steps=args.steps, cfg=args.cfg)
+    paths = generate_videos(args.checkpoint, prompts, args.out, sampling=sampling, seed=args.seed, device=args.device)
+    print(f"wrote {len(paths)} videos to {args.out}")
+    return 0
+
+
+def read_prompts_file(path: str) -> list[str]:
+    file = Path(path)
+    if not file.is_file():
+        raise VidiffError(f"prompts file {file} does not exist; give a text file with one prompt per line")
+    return [line.strip() for line in file.read_text().splitlines() if line.strip()]
+
+
+COMMANDS = [_register_demo, _register_curate, _register_train, _register_generate, _register_toyworld]
 
 
 def main(argv: list[str] | None = None) -> int:
