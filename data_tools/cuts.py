@@ -32,8 +32,8 @@ class CutConfig:
     blend_lag: int = 4  # h: frame t is compared with frames t-h and t+h
     change_threshold: int = 12  # a pixel "changed" if its luma moved more than this from t-h to t+h
     min_linear: float = 0.35  # share of changed pixels half-way at t
-    min_blend: float = 1.5  # mean |change| over half-way pixels (per pixel of the frame)
-    blend_ratio: float = 5.0  # and that many times the median of the shots around (2h..10h away)
+    min_blend: float = 0.7  # mean |change| over half-way pixels (per pixel of the frame)
+    blend_ratio: float = 4.0  # and that many times the median of the shots around (2h..10h away)
     blend_frames: int = 3  # for at least this many frames in a row (a motion burst lasts one or two)
     # fades through black
     dip_ratio: float = 0.3  # mean luma below this share of the brightest frame within 1 s on each side
