@@ -34,6 +34,21 @@ def _run_demo(args) -> int:
     return 0
 
 
+def _register_curate(sub) -> None:
+    from data_tools.curate import add_arguments
+
+    p = sub.add_parser("curate", help="cut raw videos into clips and write a clip manifest (local pool or Ray)")
+    add_arguments(p)
+    p.set_defaults(func=_run_curate)
+
+
+def _run_curate(args) -> int:
+    from data_tools.curate import run_from_args
+
+    run_from_args(args)
+    return 0
+
+
 def _register_toyworld(sub) -> None:
     p = sub.add_parser(
         "toyworld", help="toy-world data: captioned clips, raw curation test videos, oracle check"
@@ -180,7 +195,7 @@ def _run_eval(args) -> int:
     return 0
 
 
-COMMANDS = [_register_demo, _register_train, _register_generate, _register_toyworld, _register_eval]
+COMMANDS = [_register_demo, _register_curate, _register_train, _register_generate, _register_toyworld, _register_eval]
 
 
 def main(argv: list[str] | None = None) -> int:
