@@ -117,7 +117,10 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
         precision=_precision(tc.precision),
         gradient_clip_val=tc.optim.grad_clip or None,
         logger=[L.pytorch.loggers.CSVLogger(out, name="logs"), _tensorboard(out)],
-        callbacks=[L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0)],
+        callbacks=[
+            L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0),
+            _AlignBatchesWithStep(sampler),
+        ],
         log_every_n_steps=tc.log_every,
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -126,6 +129,16 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
     )
     trainer.fit(module, loader, ckpt_path=str(last) if last.is_file() else None)
     return export_stage(module, out / "export", vae_dir)
+
+
+class _AlignBatchesWithStep(L.Callback):
+    """Start each epoch's batches at the global step, so a resumed run replays the same batches."""
+
+    def __init__(self, sampler: JointBatchSampler):
+        self.sampler = sampler
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.sampler.start_step = trainer.global_step
 
 
 def export_stage(module: DiffusionModule, export_dir: Path, vae_dir: Path) -> Path:
