@@ -1,5 +1,5 @@
-"""Networks: the causal video VAE and the diffusion backbones."""
+"""Networks: the causal video VAE (vae), denoisers (unet), conditioning encoders and shared layers.
 
-from vidiff.models.vae import CausalVAE3D, VAEConfig
-
-__all__ = ["CausalVAE3D", "VAEConfig"]
+Import from the submodules (`vidiff.models.vae`, `vidiff.models.unet`, ...) so that loading one
+network does not import the others' dependencies.
+"""

@@ -1,8 +1,9 @@
 """Joint image+video batches: each batch is all clips or all images (T == 1), drawn by a seeded rule.
 
 Batches cannot mix frame counts without padding, so images get whole batches of their own (usually
-larger ones, as in Open-Sora's buckets), chosen with probability `image_share`. The order depends
-only on (seed, epoch), so a run resumed from an epoch-end checkpoint sees exactly the same batches.
+larger ones, as in Open-Sora's buckets), chosen with probability `image_share`. Batch k of a run depends
+only on (seed, k): the trainer sets `start_step` to its global step when an epoch starts, so a
+resumed run sees exactly the batches the uninterrupted run saw, whatever the epoch bookkeeping.
 """
 
 from __future__ import annotations
@@ -41,17 +42,14 @@ class JointBatchSampler(Sampler[list[int]]):
         self.image_share = image_share
         self.steps_per_epoch = steps_per_epoch
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at each epoch start
-        self.epoch = epoch
+        self.start_step = 0
 
     def __len__(self) -> int:
         return self.steps_per_epoch
 
     def __iter__(self) -> Iterator[list[int]]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        for _ in range(self.steps_per_epoch):
+        for step in range(self.start_step, self.start_step + self.steps_per_epoch):
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
             use_images = bool(torch.rand((), generator=gen) < self.image_share)
             pool, size = (
                 (self.image_indices, self.image_batch_size) if use_images else (self.video_indices, self.batch_size)

@@ -1,229 +1,198 @@
-"""Latent cache: encode clips once with the VAE into safetensors shards, so diffusion training never runs the encoder.
+"""Latent cache: clips (from a manifest, or toy-world clips) encoded once by the VAE, so diffusion training never
+runs the encoder.
 
-Layout of a cache folder:
-  cache.yaml               VAE folder, latent normalisation, counts
-  shard_00000.safetensors  "latents" [N, C, t, h, w] (one shape per shard); metadata "captions" (JSON list)
-  index.jsonl              one row per clip: shard, row, caption, shape, source, start_frame, end_frame
-Latents are stored normalised for diffusion: (z - latent_mean) / latent_std, from the posterior mode.
+A cache folder holds `shard-NNNNN.safetensors` (tensors `latents_<i>` of shape [C, t, h, w], already
+normalised with the VAE's latent mean/std), `items.jsonl` (one {shard, key, caption, clip_id, frames}
+per item) and `meta.json` (settings and the VAE folder). Items with t == 1 are images.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-import yaml
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from vidiff.errors import VidiffError
-from vidiff.models.vae import CausalVAE3D
 
-MANIFEST_KEYS = ("source", "start_frame", "end_frame", "caption")
+SHARD_ITEMS = 2048
 
 
 @dataclass
-class ClipSpec:
-    """Where to read one clip: a video file and a frame span (end exclusive), plus its caption."""
-
-    source: str
-    start_frame: int
-    end_frame: int
-    caption: str
-
-
-def read_clip_manifest(path: str | Path) -> list[ClipSpec]:
-    """Kept rows of a curation manifest (JSONL, or Parquet with pyarrow): source, start_frame, end_frame, caption.
-
-    A row's own clip file (`path`, when the curator wrote clips) is preferred over its source span.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise VidiffError(f"manifest {path} does not exist; pass the manifest written by `vidiff curate`")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
-    else:
-        rows = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise VidiffError(f"manifest {path} line {n} is not JSON ({exc})") from None
-    clips = []
-    for n, row in enumerate(rows, 1):
-        if row.get("status", "kept") != "kept":
-            continue
-        missing = [k for k in MANIFEST_KEYS if row.get(k) is None]
-        if missing:
-            raise VidiffError(f"manifest {path} row {n} lacks {', '.join(missing)}; rows need {', '.join(MANIFEST_KEYS)}")
-        if row.get("path"):
-            clip_path = Path(row["path"])
-            if not clip_path.is_absolute():
-                clip_path = path.parent / clip_path
-            clips.append(ClipSpec(str(clip_path), 0, int(row["end_frame"]) - int(row["start_frame"]), row["caption"]))
-        else:
-            clips.append(ClipSpec(str(row["source"]), int(row["start_frame"]), int(row["end_frame"]), row["caption"]))
-    if not clips:
-        raise VidiffError(f"manifest {path} has no kept clips to encode")
-    return clips
+class EncodeSettings:
+    num_frames: int = 9
+    stride: int = 1
+    size: tuple[int, int] = (32, 32)
+    windows_per_clip: int = 1
+    image_share: float = 0.0  # images (first frame of a window) per video item
+    seed: int = 0
 
 
-def _largest_valid(n: int, tc: int) -> int:
-    return 1 + (n - 1) // tc * tc if n >= 1 else 0
+@dataclass
+class LatentCache:
+    latents: list[torch.Tensor]
+    captions: list[str]
+    vae_dir: Path
 
 
-def manifest_items(clips: list[ClipSpec], num_frames: int | None, size: tuple[int, int], tc: int) -> Iterator[dict]:
-    """Read each clip (its first `num_frames` frames, or the longest 1 + tc*k), resized to `size`."""
+def _windows(row: dict, span: int, count: int, rng: np.random.Generator) -> list[int]:
+    start, end = int(row["start_frame"]), int(row["end_frame"])
+    last = end - span
+    if last < start:
+        return []
+    if count == 1 or last == start:
+        return [int(rng.integers(start, last + 1))]
+    return sorted({int(round(s)) for s in np.linspace(start, last, count)})
+
+
+def _read_window(read_video, row: dict, start: int, span: int, s: EncodeSettings) -> torch.Tensor:
+    # A written clip file starts at the clip's first frame; a reference reads the source itself.
+    path, offset = (row["path"], int(row["start_frame"])) if row.get("path") else (row["source"], 0)
+    return read_video(path, start - offset, start - offset + span, stride=s.stride, size=s.size)
+
+
+def encode_manifest(
+    vae_dir: str | Path,
+    manifest: str | Path,
+    out_dir: str | Path,
+    batch_size: int = 32,
+    progress: bool = True,
+    **settings,
+) -> Path:
+    """Encode the manifest's kept clips into a cache at `out_dir` (skipped if it exists with the same settings)."""
+    from data_tools.manifest import read_manifest
+    from vidiff.models.vae import CausalVAE3D
     from vidiff.video import read_video
 
-    for clip in clips:
-        n = clip.end_frame - clip.start_frame
-        take = min(num_frames, n) if num_frames else n
-        take = _largest_valid(take, tc)
-        if take < 1:
-            raise VidiffError(f"clip {clip.source} [{clip.start_frame}, {clip.end_frame}) has no frames")
-        video = read_video(clip.source, start=clip.start_frame, end=clip.start_frame + take, size=size)
-        yield {
-            "video": video,
-            "caption": clip.caption,
-            "source": clip.source,
-            "start_frame": clip.start_frame,
-            "end_frame": clip.start_frame + video.shape[1],
-        }
+    s = EncodeSettings(**settings)
+    s.size = tuple(s.size)
+    out = Path(out_dir)
+    meta = {"vae_dir": str(Path(vae_dir).resolve()), "manifest": str(Path(manifest).resolve()), **asdict(s)}
+    meta["size"] = list(s.size)
+    if (out / "meta.json").is_file() and json.loads((out / "meta.json").read_text()) == meta:
+        return out
+    vae = CausalVAE3D.from_pretrained(vae_dir).eval()
+    if not vae.valid_num_frames(s.num_frames):
+        raise VidiffError(
+            f"encode: num_frames={s.num_frames} does not fit the VAE's temporal compression "
+            f"{vae.config.temporal_compression}; use 1 + {vae.config.temporal_compression}k frames"
+        )
+    rows = [r for r in read_manifest(manifest) if r.get("status", "kept") == "kept"]
+    if not rows:
+        raise VidiffError(f"manifest {manifest} has no kept clips to encode")
+    rng = np.random.default_rng(s.seed)
+    span = (s.num_frames - 1) * s.stride + 1
+    jobs = [(row, w) for row in rows for w in _windows(row, span, s.windows_per_clip, rng)]
+    if not jobs:
+        raise VidiffError(f"manifest {manifest}: no clip is long enough for {s.num_frames} frames at stride {s.stride}")
+
+    writer = _CacheWriter(out)
+    with torch.no_grad():
+        for b in tqdm(range(0, len(jobs), batch_size), desc="encode", unit="batch", disable=not progress):
+            batch = jobs[b : b + batch_size]
+            videos = torch.stack([_read_window(read_video, row, start, span, s) for row, start in batch])
+            z = vae.normalize_latents(vae.encode(videos).mode())
+            n_img = int(rng.binomial(len(batch), s.image_share)) if s.image_share > 0 else 0
+            zi = vae.normalize_latents(vae.encode(videos[:n_img, :, :1]).mode()) if n_img else None
+            for i, (row, _) in enumerate(batch):
+                writer.add(z[i], row.get("caption") or "", str(row.get("id", "")))
+                if zi is not None and i < n_img:
+                    writer.add(zi[i], row.get("caption") or "", str(row.get("id", "")))
+    return writer.finish(meta)
 
 
-def toyworld_items(n: int, num_frames: int, height: int, width: int, seed: int, image_share: float = 0.0) -> Iterator[dict]:
+def encode_toyworld(
+    vae_dir: str | Path,
+    num_clips: int,
+    out_dir: str | Path,
+    num_frames: int = 9,
+    size: tuple[int, int] = (32, 32),
+    image_share: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> Path:
+    """Encode `num_clips` rendered toy-world clips (no files in between) into a cache at `out_dir`."""
+    from vidiff.models.vae import CausalVAE3D
     from vidiff.toyworld import ToyWorldDataset
 
-    ds = ToyWorldDataset(n, num_frames, height, width, image_share=image_share, seed=seed)
-    for i in range(n):
-        item = ds[i]
-        yield {"video": item["video"], "caption": item["caption"], "source": f"toyworld:{seed}:{i}", "start_frame": 0,
-               "end_frame": int(item["video"].shape[1])}
-
-
-class _ShardWriter:
-    def __init__(self, out: Path, shard_size: int):
-        self.out, self.shard_size = out, shard_size
-        self.pending: dict[tuple, list[tuple[torch.Tensor, dict]]] = {}
-        self.count = 0
-        self.index = open(out / "index.jsonl", "w")
-
-    def add(self, latent: torch.Tensor, meta: dict) -> None:
-        group = self.pending.setdefault(tuple(latent.shape), [])
-        group.append((latent, meta))
-        if len(group) >= self.shard_size:
-            self._flush(tuple(latent.shape))
-
-    def _flush(self, shape: tuple) -> None:
-        group = self.pending.pop(shape, [])
-        if not group:
-            return
-        name = f"shard_{self.count:05d}.safetensors"
-        self.count += 1
-        captions = [m["caption"] for _, m in group]
-        tmp = self.out / f".{name}.tmp"
-        save_file({"latents": torch.stack([z for z, _ in group]).contiguous()}, str(tmp),
-                  metadata={"captions": json.dumps(captions)})
-        tmp.replace(self.out / name)
-        for row, (_, m) in enumerate(group):
-            self.index.write(json.dumps({"shard": name, "row": row, "shape": list(shape), **m}) + "\n")
-
-    def close(self) -> None:
-        for shape in list(self.pending):
-            self._flush(shape)
-        self.index.close()
-
-
-@torch.no_grad()
-def encode_to_cache(
-    vae: CausalVAE3D,
-    items: Iterable[dict],
-    out_dir: str | Path,
-    vae_dir: str | Path | None = None,
-    batch_size: int = 8,
-    shard_size: int = 256,
-    total: int | None = None,
-) -> Path:
-    """Encode `{"video": [C,T,H,W], "caption": str, ...}` items into a cache folder; returns it."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("shard_*.safetensors"):
-        old.unlink()  # a cache is rewritten whole; stale shards would not match the new index
-    vae.eval()
-    writer = _ShardWriter(out, shard_size)
-    n = 0
-    batch: list[dict] = []
-
-    def run(batch: list[dict]) -> None:
-        z = vae.normalize_latents(vae.encode(torch.stack([b["video"] for b in batch])).mode())
-        for latent, item in zip(z, batch):
-            writer.add(latent.float().cpu(), {k: v for k, v in item.items() if k != "video"})
-
-    try:
-        for item in tqdm(items, total=total, desc="encode", unit="clip"):
-            if batch and batch[0]["video"].shape != item["video"].shape:
-                run(batch)
-                batch = []
-            batch.append(item)
-            n += 1
-            if len(batch) == batch_size:
-                run(batch)
-                batch = []
-        if batch:
-            run(batch)
-    finally:
-        writer.close()
-    meta = {
-        "vae": str(vae_dir) if vae_dir else None,
-        "normalized": True,
-        "latent_mean": vae.config.latent_mean,
-        "latent_std": vae.config.latent_std,
-        "latent_channels": vae.config.latent_channels,
-        "num_clips": n,
-        "num_shards": writer.count,
-    }
-    (out / "cache.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
-    return out
+    meta = {"vae_dir": str(Path(vae_dir).resolve()), "toyworld": num_clips, "num_frames": num_frames,
+            "size": list(size), "image_share": image_share, "seed": seed}
+    if (out / "meta.json").is_file() and json.loads((out / "meta.json").read_text()) == meta:
+        return out
+    vae = CausalVAE3D.from_pretrained(vae_dir).eval()
+    if not vae.valid_num_frames(num_frames):
+        raise VidiffError(
+            f"encode: num_frames={num_frames} does not fit the VAE's temporal compression "
+            f"{vae.config.temporal_compression}; use 1 + {vae.config.temporal_compression}k frames"
+        )
+    ds = ToyWorldDataset(num_clips, num_frames, size[0], size[1], image_share=image_share, seed=seed)
+    writer = _CacheWriter(out)
+    with torch.no_grad():
+        for b in tqdm(range(0, num_clips, batch_size), desc="encode", unit="batch", disable=not progress):
+            items = [ds[i] for i in range(b, min(b + batch_size, num_clips))]
+            for frames in sorted({it["video"].shape[1] for it in items}):  # images and videos batch apart
+                group = [(b + k, it) for k, it in enumerate(items) if it["video"].shape[1] == frames]
+                z = vae.normalize_latents(vae.encode(torch.stack([it["video"] for _, it in group])).mode())
+                for zi, (i, it) in zip(z, group):
+                    writer.add(zi, it["caption"], f"toyworld-{seed}-{i:06d}")
+    return writer.finish(meta)
 
 
-class LatentCacheDataset(torch.utils.data.Dataset):
-    """`{"latents": [C, t, h, w], "caption": str}` per clip of a cache folder written by `encode_to_cache`."""
+class _CacheWriter:
+    """Appends latents to shards of SHARD_ITEMS; `finish` writes items.jsonl and, last, meta.json."""
 
-    def __init__(self, cache_dir: str | Path):
-        self.dir = Path(cache_dir)
-        index = self.dir / "index.jsonl"
-        if not index.is_file():
-            raise VidiffError(f"{self.dir} is not a latent cache (no index.jsonl); write one with `vidiff encode`")
-        self.rows = [json.loads(line) for line in index.read_text().splitlines() if line.strip()]
-        self.meta = yaml.safe_load((self.dir / "cache.yaml").read_text()) if (self.dir / "cache.yaml").is_file() else {}
-        self._shards: dict[str, torch.Tensor] = {}
+    def __init__(self, out: Path):
+        self.out = out
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "meta.json").unlink(missing_ok=True)  # the cache is complete only once meta.json is written
+        self.items: list[dict] = []
+        self.shard: dict[str, torch.Tensor] = {}
+        self.shard_idx = 0
 
-    def __len__(self) -> int:
-        return len(self.rows)
+    def add(self, z: torch.Tensor, caption: str, clip_id: str) -> None:
+        key = f"latents_{len(self.shard)}"
+        self.shard[key] = z.detach().float().cpu().contiguous()
+        self.items.append({"shard": self.shard_idx, "key": key, "caption": caption, "clip_id": clip_id, "frames": int(z.shape[1])})
+        if len(self.shard) >= SHARD_ITEMS:
+            self._flush()
 
-    def _shard(self, name: str) -> torch.Tensor:
-        if name not in self._shards:
-            path = self.dir / name
-            if not path.is_file():
-                raise VidiffError(f"latent cache {self.dir} lacks {name}; re-run `vidiff encode`")
-            with safe_open(str(path), framework="pt") as f:
-                self._shards[name] = f.get_tensor("latents")
-        return self._shards[name]
+    def _flush(self) -> None:
+        if self.shard:
+            tmp = self.out / f".shard-{self.shard_idx:05d}.tmp"
+            save_file(self.shard, str(tmp))
+            os.replace(tmp, self.out / f"shard-{self.shard_idx:05d}.safetensors")
+            self.shard, self.shard_idx = {}, self.shard_idx + 1
 
-    def __getitem__(self, i: int) -> dict:
-        row = self.rows[i]
-        return {"latents": self._shard(row["shard"])[row["row"]], "caption": row["caption"]}
+    def finish(self, meta: dict) -> Path:
+        self._flush()
+        (self.out / "items.jsonl").write_text("".join(json.dumps(it) + "\n" for it in self.items))
+        (self.out / "meta.json").write_text(json.dumps(meta, indent=2))
+        return self.out
 
-    def video_indices(self) -> list[int]:
-        return [i for i, r in enumerate(self.rows) if r["shape"][1] > 1]
 
-    def image_indices(self) -> list[int]:
-        return [i for i, r in enumerate(self.rows) if r["shape"][1] == 1]
+def load_latent_cache(path: str | Path) -> LatentCache:
+    out = Path(path)
+    if not (out / "meta.json").is_file() or not (out / "items.jsonl").is_file():
+        raise VidiffError(
+            f"{out} is not a complete latent cache (no meta.json/items.jsonl); write one with `vidiff encode`"
+        )
+    meta = json.loads((out / "meta.json").read_text())
+    items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines() if line]
+    shards: dict[int, dict[str, torch.Tensor]] = {}
+    latents, captions = [], []
+    for it in items:
+        if it["shard"] not in shards:
+            shards[it["shard"]] = load_file(str(out / f"shard-{it['shard']:05d}.safetensors"))
+        latents.append(shards[it["shard"]][it["key"]])
+        captions.append(it["caption"])
+    empty = sum(1 for c in captions if not c)
+    if empty == len(captions):
+        raise VidiffError(f"latent cache {out}: no item has a caption; text-conditioned training needs captions")
+    return LatentCache(latents=latents, captions=captions, vae_dir=Path(meta["vae_dir"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -219,10 +220,10 @@ def latent_stats(vae: CausalVAE3D, videos: torch.Tensor, batch_size: int = 16) -
     return float(z.mean()), float(z.std())
 
 
-def train_vae(cfg: VAETrainConfig) -> dict:
-    """Train on the toy world, then write `config.yaml` + `model.safetensors` to cfg.out_dir.
+def train_vae(cfg: VAETrainConfig) -> Path:
+    """Train on the toy world, then write `config.yaml` + `model.safetensors` (+ `summary.json`) to cfg.out_dir.
 
-    Resumes from `out_dir/checkpoints/last.ckpt` when it exists. Returns a summary dict.
+    Resumes from `out_dir/checkpoints/last.ckpt` when it exists. Returns the output folder.
     """
     out = Path(cfg.out_dir)
     if cfg.train.threads:
@@ -259,12 +260,19 @@ def train_vae(cfg: VAETrainConfig) -> dict:
     vae.save_pretrained(out)
     held_out = torch.stack(toy_videos(cfg.eval.num_samples, d.num_frames, d.height, d.width, cfg.eval.seed))
     toy_psnr = float(psnr(reconstruct(vae, held_out), held_out).mean())
-    return {
+    summary = {
         "out_dir": str(out),
         "steps": trainer.global_step,
-        "train_wall_s": train_wall,
+        "train_wall_s": train_wall,  # of this run only, when it resumed
         "train_cpu_s": train_cpu,
+        "threads": torch.get_num_threads(),
         "heldout_psnr_db": toy_psnr,
         "latent_mean": vae.config.latent_mean,
         "latent_std": vae.config.latent_std,
     }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return out
+
+
+def read_train_summary(out_dir: str | Path) -> dict:
+    return json.loads((Path(out_dir) / "summary.json").read_text())

@@ -1,0 +1,291 @@
+"""Building blocks shared by the video denoisers: SDPA attention (spatial, temporal, cross), rotary
+positions in time, scalar (timestep / fps / noise level) embeddings, factorized residual blocks."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+# Activations live as [B, C, T, H, W] in channels_last_3d memory (physically b t h w c), so the
+# per-frame image view "(b t) c h w", the token views "(b t) (h w) c" / "b (t h w) c" and the
+# temporal-conv view "b c t (h w)" are all free views: no copies between the layers that use them.
+VIDEO_FORMAT = torch.channels_last_3d
+
+
+def to_video_layout(x: Tensor) -> Tensor:
+    """Return `x` [B, C, T, H, W] in the memory layout every block here expects (a no-op if it is)."""
+    return x.contiguous(memory_format=VIDEO_FORMAT)
+
+
+def zero_(module: nn.Module) -> nn.Module:
+    """Zero a module's parameters so the residual branch it ends starts as the identity."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+def group_norm(channels: int, groups: int = 32, eps: float = 1e-5) -> nn.GroupNorm:
+    """GroupNorm whose group count divides `channels` (falls back to fewer groups for narrow layers)."""
+    g = math.gcd(channels, groups)
+    return nn.GroupNorm(g, channels, eps=eps)
+
+
+# ---------------------------------------------------------------------------- embeddings
+
+
+def sinusoidal_embedding(x: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """[B] float -> [B, dim] sin/cos features at geometrically spaced frequencies."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    args = x.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class ScalarEmbedding(nn.Module):
+    """Embed a per-sample scalar (diffusion time, fps, noise-augmentation level): sinusoid -> MLP.
+
+    `scale` maps the scalar's natural range onto the sinusoid's (e.g. t in [0, 1] -> [0, 1000]).
+    """
+
+    def __init__(self, out_dim: int, freq_dim: int = 256, scale: float = 1.0, zero_init: bool = False):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.scale = scale
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+        if zero_init:
+            zero_(self.mlp[-1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        emb = sinusoidal_embedding(x * self.scale, self.freq_dim)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding over one axis (time): relative offsets only, so no length is baked in."""
+
+    def __init__(self, head_dim: int, base: float = 10000.0):
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"rotary embedding needs an even head dim, got {head_dim}")
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, length: int, device=None, dtype=torch.float32) -> tuple[Tensor, Tensor]:
+        """cos, sin tables [length, head_dim] for positions 0..length-1."""
+        pos = torch.arange(length, device=device or self.inv_freq.device, dtype=torch.float32)
+        angles = pos[:, None] * self.inv_freq.to(pos.device)[None]
+        angles = torch.cat([angles, angles], dim=-1)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate `x` [..., L, d] by the tables [L, d] (rotate-half convention)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+# ---------------------------------------------------------------------------- attention
+
+
+class Attention(nn.Module):
+    """Multi-head attention on token sequences [N, L, C] with PyTorch SDPA.
+
+    Self-attention when `context_dim` is None (one fused qkv projection), else cross-attention to a
+    context [N, S, context_dim] with an optional boolean key mask [N, S] (True = attend).
+    `zero_init` zeroes the output projection so a residual branch starts as the identity.
+    """
+
+    def __init__(self, dim: int, head_dim: int = 64, context_dim: int | None = None, zero_init: bool = False):
+        super().__init__()
+        if dim % head_dim:
+            raise ValueError(f"attention width {dim} is not a multiple of head_dim {head_dim}")
+        self.heads = dim // head_dim
+        self.is_cross = context_dim is not None
+        if self.is_cross:
+            self.to_q = nn.Linear(dim, dim)
+            self.to_kv = nn.Linear(context_dim, 2 * dim)
+        else:
+            self.to_qkv = nn.Linear(dim, 3 * dim)
+        self.to_out = nn.Linear(dim, dim)
+        if zero_init:
+            zero_(self.to_out)
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        key_mask: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        if self.is_cross:
+            q = rearrange(self.to_q(x), "n l (h d) -> n h l d", h=self.heads)
+            k, v = rearrange(self.to_kv(context), "n s (two h d) -> two n h s d", two=2, h=self.heads)
+        else:
+            q, k, v = rearrange(self.to_qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.to_out(rearrange(out, "n h l d -> n l (h d)"))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, mult: float = 4.0):
+        super().__init__()
+        inner = int(dim * mult)
+        self.fc1 = nn.Linear(dim, inner)
+        self.fc2 = nn.Linear(inner, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class SpatialTransformer(nn.Module):
+    """Per-frame transformer block on [B, C, T, H, W]: spatial self-attention, text cross-attention, MLP.
+
+    Cross-attention runs on all T*H*W queries of a clip at once (each query attends independently,
+    so this equals per-frame attention without repeating the text T times).
+    """
+
+    def __init__(self, dim: int, head_dim: int, context_dim: int | None, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, head_dim)
+        self.cross = None
+        if context_dim is not None:
+            self.norm2 = nn.LayerNorm(dim)
+            self.cross = Attention(dim, head_dim, context_dim=context_dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, mlp_ratio)
+
+    def forward(self, x: Tensor, context: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
+        b, _, t, h, w = x.shape
+        tok = rearrange(x, "b c t h w -> (b t) (h w) c")
+        tok = tok + self.attn(self.norm1(tok))
+        if self.cross is not None and context is not None:
+            clip = rearrange(tok, "(b t) s c -> b (t s) c", b=b)
+            clip = clip + self.cross(self.norm2(clip), context, context_mask)
+            tok = rearrange(clip, "b (t s) c -> (b t) s c", t=t)
+        tok = tok + self.mlp(self.norm3(tok))
+        return rearrange(tok, "(b t) (h w) c -> b c t h w", b=b, h=h)
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention along time at every spatial position, RoPE positions, zero-init residual.
+
+    `frame_mask` [B, T] (True = real frame) keeps padded frames out of the keys.
+    """
+
+    def __init__(self, dim: int, head_dim: int, rope_base: float = 10000.0):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = Attention(dim, head_dim, zero_init=True)
+        self.rope = RotaryEmbedding(head_dim, base=rope_base)
+
+    def forward(self, x: Tensor, frame_mask: Tensor | None = None) -> Tensor:
+        b, _, t, h, w = x.shape
+        if t == 1:
+            return x
+        tok = rearrange(x, "b c t h w -> (b h w) t c")
+        rope = self.rope(t, device=x.device, dtype=x.dtype)
+        mask = None
+        if frame_mask is not None:
+            mask = frame_mask.bool().repeat_interleave(h * w, dim=0)
+        out = self.attn(self.norm(tok), key_mask=mask, rope=rope)
+        return x + rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h)
+
+
+# ---------------------------------------------------------------------------- convolutions
+
+
+class TemporalConv(nn.Module):
+    """Residual 1D convolution along time at every pixel; zero-init, so it starts as the identity.
+
+    Runs as a (k, 1) Conv2d on the free view "b c t (h w)" of the channels-last video.
+    """
+
+    def __init__(self, channels: int, kernel: int = 3, groups: int = 32):
+        super().__init__()
+        self.norm = group_norm(channels, groups)
+        self.conv = zero_(nn.Conv2d(channels, channels, (kernel, 1), padding=(kernel // 2, 0)))
+
+    def forward(self, x: Tensor, frame_mask: Tensor | None = None) -> Tensor:
+        b, _, t, h, w = x.shape
+        if t == 1:
+            return x
+        y = F.silu(self.norm(rearrange(x, "b c t h w -> (b t) c h w")))
+        y = rearrange(y, "(b t) c h w -> b c t (h w)", b=b)
+        if frame_mask is not None:
+            # padded frames must not leak into real ones through the kernel
+            y = y * frame_mask[:, None, :, None].to(y.dtype)
+        y = self.conv(y)
+        return x + rearrange(y, "b c t (h w) -> b c t h w", h=h)
+
+
+class ResBlock(nn.Module):
+    """Factorized residual block: per-frame 2D convs with the conditioning embedding added, then a
+    residual temporal 1D conv (identity at init, skipped for T == 1)."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        emb_dim: int,
+        groups: int = 32,
+        dropout: float = 0.0,
+        temporal_kernel: int | None = 3,
+    ):
+        super().__init__()
+        self.norm1 = group_norm(in_ch, groups)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, out_ch)
+        self.norm2 = group_norm(out_ch, groups)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = zero_(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.temporal = TemporalConv(out_ch, temporal_kernel, groups) if temporal_kernel else None
+
+    def forward(self, x: Tensor, emb: Tensor, frame_mask: Tensor | None = None) -> Tensor:
+        b, _, t, _, _ = x.shape
+        xf = rearrange(x, "b c t h w -> (b t) c h w")
+        h = self.conv1(F.silu(self.norm1(xf)))
+        e = self.emb(F.silu(emb)).repeat_interleave(t, dim=0)
+        h = h + e[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        y = rearrange(self.skip(xf) + h, "(b t) c h w -> b c t h w", b=b)
+        if self.temporal is not None:
+            y = self.temporal(y, frame_mask)
+        return y
+
+
+class Downsample(nn.Module):
+    """Halve H and W (never T) with a strided per-frame conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b = x.shape[0]
+        y = self.conv(rearrange(x, "b c t h w -> (b t) c h w"))
+        return rearrange(y, "(b t) c h w -> b c t h w", b=b)
+
+
+class Upsample(nn.Module):
+    """Double H and W (never T): nearest neighbour then a per-frame conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b = x.shape[0]
+        y = F.interpolate(rearrange(x, "b c t h w -> (b t) c h w"), scale_factor=2.0, mode="nearest")
+        return rearrange(self.conv(y), "(b t) c h w -> b c t h w", b=b)

@@ -1,0 +1,283 @@
+"""FactorizedUNet: a text-conditioned video U-Net of per-frame 2D layers plus identity-initialised
+temporal layers (1D conv, RoPE attention), so image weights carry over and clip length is free."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from vidiff.errors import VidiffError
+from vidiff.models.conditioning import Cond
+from vidiff.models.layers import (
+    Downsample,
+    ResBlock,
+    ScalarEmbedding,
+    SpatialTransformer,
+    TemporalAttention,
+    Upsample,
+    group_norm,
+    to_video_layout,
+)
+
+
+@dataclass
+class UNetConfig:
+    """Shape of a FactorizedUNet. Defaults are a toy CPU size; see `gpu_unet_config()` for a real one.
+
+    attention_levels: indices into channel_mults whose blocks get spatial/cross/temporal attention.
+    lowres_channels / image_channels: channels of Cond.lowres / Cond.image_latent concatenated to
+    the input (super-resolution / image-to-video stages); zeros when a batch has none.
+    timestep_scale: the denoiser embeds t * timestep_scale, so t in [0, 1] spans the usual range.
+    """
+
+    in_channels: int = 4
+    out_channels: int | None = None
+    lowres_channels: int = 0
+    image_channels: int = 0
+    model_channels: int = 64
+    channel_mults: tuple[int, ...] = (1, 2, 4)
+    num_res_blocks: int = 2
+    attention_levels: tuple[int, ...] = (1, 2)
+    mid_attention: bool = True
+    head_dim: int = 32
+    text_dim: int = 64
+    mlp_ratio: float = 4.0
+    temporal_kernel: int = 3
+    temporal_attention: bool = True
+    norm_groups: int = 32
+    dropout: float = 0.0
+    timestep_scale: float = 1000.0
+    fps_conditioning: bool = False
+    noise_aug_conditioning: bool = False
+    rope_base: float = 10000.0
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self):
+        if not self.channel_mults:
+            raise ValueError("channel_mults must list at least one level")
+        bad = [i for i in self.attention_levels if not 0 <= i < len(self.channel_mults)]
+        if bad:
+            raise ValueError(f"attention_levels {bad} out of range for {len(self.channel_mults)} levels")
+        for m in self.channel_mults:
+            if (self.model_channels * m) % self.head_dim:
+                raise ValueError(f"width {self.model_channels * m} is not a multiple of head_dim {self.head_dim}")
+        if self.temporal_kernel % 2 != 1:
+            raise ValueError(f"temporal_kernel must be odd, got {self.temporal_kernel}")
+
+
+def gpu_unet_config(**overrides) -> UNetConfig:
+    """A ModelScope/VideoLDM-sized base model (~1.4B parameters) for 4-channel latents and OpenCLIP-H text."""
+    base = dict(
+        model_channels=320,
+        channel_mults=(1, 2, 4, 4),
+        num_res_blocks=2,
+        attention_levels=(0, 1, 2),
+        head_dim=64,
+        text_dim=1024,
+        fps_conditioning=True,
+    )
+    base.update(overrides)
+    return UNetConfig(**base)
+
+
+class _Step(nn.Module):
+    """One U-Net step: a ResBlock, then (at attention levels) spatial+cross attention and temporal
+    attention, then an optional resample."""
+
+    def __init__(self, res=None, spatial=None, temporal=None, resample=None):
+        super().__init__()
+        self.res, self.spatial, self.temporal, self.resample = res, spatial, temporal, resample
+
+    def forward(self, x: Tensor, emb: Tensor, context: Tensor, context_mask: Tensor, frame_mask: Tensor | None):
+        if self.res is not None:
+            x = self.res(x, emb, frame_mask)
+        if self.spatial is not None:
+            x = self.spatial(x, context, context_mask)
+        if self.temporal is not None:
+            x = self.temporal(x, frame_mask)
+        if self.resample is not None:
+            x = self.resample(x)
+        return x
+
+
+class FactorizedUNet(nn.Module):
+    """denoiser(x_t [B, C, T, H, W], t [B], cond: Cond) -> prediction [B, C_out, T, H, W].
+
+    Temporal layers are zero-initialised residuals and are skipped when T == 1, so at initialisation
+    a clip is processed exactly as its frames would be one by one. Text enters by cross-attention to
+    cond.text under cond.text_mask plus one learned null token (the whole context of a dropped caption).
+    """
+
+    def __init__(self, config: UNetConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or UNetConfig()
+        self.gradient_checkpointing = cfg.gradient_checkpointing
+        ch = cfg.model_channels
+        emb_dim = 4 * ch
+        self.time_embed = ScalarEmbedding(emb_dim, scale=cfg.timestep_scale)
+        # Extra conditioning embeddings start at zero so they can be added to a trained model.
+        self.fps_embed = ScalarEmbedding(emb_dim, zero_init=True) if cfg.fps_conditioning else None
+        self.noise_aug_embed = (
+            ScalarEmbedding(emb_dim, scale=cfg.timestep_scale, zero_init=True) if cfg.noise_aug_conditioning else None
+        )
+        self.null_text = nn.Parameter(torch.randn(1, 1, cfg.text_dim))
+
+        def step(cin, cout, level, resample=None):
+            attn = level in cfg.attention_levels
+            return _Step(
+                ResBlock(cin, cout, emb_dim, cfg.norm_groups, cfg.dropout, cfg.temporal_kernel),
+                SpatialTransformer(cout, cfg.head_dim, cfg.text_dim, cfg.mlp_ratio) if attn else None,
+                TemporalAttention(cout, cfg.head_dim, cfg.rope_base) if attn and cfg.temporal_attention else None,
+                resample,
+            )
+
+        in_ch = cfg.in_channels + cfg.lowres_channels + cfg.image_channels
+        self.conv_in = nn.Conv2d(in_ch, ch, 3, padding=1)
+        widths = [ch * m for m in cfg.channel_mults]
+        skip_widths = [ch]
+        self.down = nn.ModuleList()
+        cur = ch
+        for level, w in enumerate(widths):
+            for _ in range(cfg.num_res_blocks):
+                self.down.append(step(cur, w, level))
+                cur = w
+                skip_widths.append(cur)
+            if level < len(widths) - 1:
+                self.down.append(_Step(resample=Downsample(cur)))
+                skip_widths.append(cur)
+
+        mid_level = len(widths) - 1 if cfg.mid_attention else -1
+        self.mid = nn.ModuleList([step(cur, cur, mid_level), _Step(ResBlock(cur, cur, emb_dim, cfg.norm_groups, cfg.dropout, cfg.temporal_kernel))])
+
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(widths))):
+            w = widths[level]
+            for i in range(cfg.num_res_blocks + 1):
+                last = i == cfg.num_res_blocks
+                up = Upsample(w) if last and level > 0 else None
+                self.up.append(step(cur + skip_widths.pop(), w, level, up))
+                cur = w
+
+        self.norm_out = group_norm(cur, cfg.norm_groups)
+        self.conv_out = nn.Conv2d(cur, cfg.out_channels or cfg.in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+        self.downsample_factor = 2 ** (len(widths) - 1)
+
+    # ------------------------------------------------------------------ public switches
+
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> FactorizedUNet:
+        """Recompute each block's activations in backward instead of storing them (less memory, ~30% slower)."""
+        self.gradient_checkpointing = enabled
+        return self
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, x: Tensor, t: Tensor, cond: Cond) -> Tensor:
+        b, _, frames, height, width = self._check(x, t, cond)
+        emb = self._embedding(t, cond, b, x.dtype)
+        context, context_mask = self._context(cond, x.dtype)
+        frame_mask = cond.frame_mask
+        if frame_mask is not None and frame_mask.all():
+            frame_mask = None  # the common case: no masking work at all
+
+        h = to_video_layout(self._input(x, cond))
+        h = self._frames(self.conv_in, h)
+        skips = [h]
+        for blk in self.down:
+            h = self._call(blk, h, emb, context, context_mask, frame_mask)
+            skips.append(h)
+        for blk in self.mid:
+            h = self._call(blk, h, emb, context, context_mask, frame_mask)
+        for blk in self.up:
+            h = self._call(blk, torch.cat([h, skips.pop()], dim=1), emb, context, context_mask, frame_mask)
+        h = self._frames(self.conv_out, F.silu(self._frames(self.norm_out, h)))
+        return h
+
+    def _call(self, blk: _Step, *args) -> Tensor:
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(blk, *args, use_reentrant=False)
+        return blk(*args)
+
+    @staticmethod
+    def _frames(layer: nn.Module, x: Tensor) -> Tensor:
+        b = x.shape[0]
+        y = layer(rearrange(x, "b c t h w -> (b t) c h w"))
+        return rearrange(y, "(b t) c h w -> b c t h w", b=b)
+
+    def _check(self, x: Tensor, t: Tensor, cond: Cond) -> tuple[int, ...]:
+        cfg = self.config
+        if x.dim() != 5:
+            raise VidiffError(f"FactorizedUNet input must be [B, C, T, H, W], got shape {tuple(x.shape)}")
+        b, c, frames, height, width = x.shape
+        if c != cfg.in_channels:
+            raise VidiffError(f"FactorizedUNet expects {cfg.in_channels} input channels, got {c} (shape {tuple(x.shape)})")
+        f = self.downsample_factor
+        if height % f or width % f:
+            raise VidiffError(
+                f"FactorizedUNet input {height}x{width} must be divisible by {f} (one halving per level); "
+                "resize or crop to a multiple"
+            )
+        if t.dim() > 1 or (t.dim() == 1 and t.shape[0] not in (1, b)):
+            raise VidiffError(f"timesteps must be a scalar or [B] = [{b}], got shape {tuple(t.shape)}")
+        if cond.batch_size != b:
+            raise VidiffError(f"cond has batch size {cond.batch_size} but x has {b}")
+        if cond.text.shape[-1] != cfg.text_dim:
+            raise VidiffError(
+                f"text features have dim {cond.text.shape[-1]} but the U-Net was built for text_dim={cfg.text_dim}; "
+                "use the matching text encoder or set text_dim"
+            )
+        if cond.frame_mask is not None and cond.frame_mask.shape[1] != frames:
+            raise VidiffError(f"cond.frame_mask has {cond.frame_mask.shape[1]} frames but x has {frames}")
+        return b, c, frames, height, width
+
+    def _embedding(self, t: Tensor, cond: Cond, b: int, dtype: torch.dtype) -> Tensor:
+        emb = self.time_embed(t.reshape(-1).expand(b))
+        if self.fps_embed is not None and cond.fps is not None:
+            emb = emb + self.fps_embed(cond.fps)
+        if self.noise_aug_embed is not None and cond.noise_aug_level is not None:
+            emb = emb + self.noise_aug_embed(cond.noise_aug_level)
+        return emb.to(dtype)
+
+    def _context(self, cond: Cond, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        b = cond.batch_size
+        null = self.null_text.to(dtype).expand(b, -1, -1)
+        context = torch.cat([null, cond.text.to(dtype)], dim=1)
+        # dropped captions are all-False rows: then only the learned null token is attended
+        ones = torch.ones(b, 1, dtype=torch.bool, device=cond.text_mask.device)
+        return context, torch.cat([ones, cond.text_mask], dim=1)
+
+    def _input(self, x: Tensor, cond: Cond) -> Tensor:
+        cfg = self.config
+        b, _, frames, height, width = x.shape
+        parts = [x]
+        if cfg.lowres_channels:
+            lr = cond.lowres
+            if lr is None:
+                lr = x.new_zeros(b, cfg.lowres_channels, frames, height, width)
+            elif lr.shape[1] != cfg.lowres_channels:
+                raise VidiffError(f"cond.lowres has {lr.shape[1]} channels, the U-Net expects {cfg.lowres_channels}")
+            elif lr.shape[2:] != x.shape[2:]:
+                lr = F.interpolate(lr.to(x.dtype), size=(frames, height, width), mode="trilinear", align_corners=False)
+            parts.append(lr.to(x.dtype))
+        if cfg.image_channels:
+            img = x.new_zeros(b, cfg.image_channels, frames, height, width)
+            if cond.image_latent is not None:
+                il = cond.image_latent
+                if il.shape[1] != cfg.image_channels or il.shape[3:] != x.shape[3:]:
+                    raise VidiffError(
+                        f"cond.image_latent has shape {tuple(il.shape)}; the U-Net expects "
+                        f"[B, {cfg.image_channels}, 1, {height}, {width}]"
+                    )
+                # the given image is the first frame; zeros mark the frames to be generated
+                img[:, :, :1] = il.to(x.dtype)
+            parts.append(img)
+        return torch.cat(parts, dim=1) if len(parts) > 1 else x
