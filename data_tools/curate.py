@@ -46,9 +46,8 @@ RESULT_VERSION = 1
 class CurateConfig:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     clips: ClipConfig = field(default_factory=ClipConfig)
-    source_timeout_s: float = (
-        0.0  # local engine: a source still running after this long is an error (0: none)
-    )
+    # local engine: a source still running after this long is an error (0: never)
+    source_timeout_s: float = 3600.0
 
 
 # --------------------------------------------------------------------------- inputs and keys

