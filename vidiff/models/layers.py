@@ -78,17 +78,17 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, length: int, device=None, dtype=torch.float32) -> tuple[Tensor, Tensor]:
-        """cos, sin tables [length, head_dim] for positions 0..length-1."""
+        """Tables [length, head_dim] for positions 0..length-1: cos, and sin with the rotation's sign folded in."""
         pos = torch.arange(length, device=device or self.inv_freq.device, dtype=torch.float32)
         angles = pos[:, None] * self.inv_freq.to(pos.device)[None]
-        angles = torch.cat([angles, angles], dim=-1)
-        return angles.cos().to(dtype), angles.sin().to(dtype)
+        cos, sin = angles.cos(), angles.sin()
+        return torch.cat([cos, cos], -1).to(dtype), torch.cat([-sin, sin], -1).to(dtype)
 
 
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate `x` [..., L, d] by the tables [L, d] (rotate-half convention)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+def apply_rotary(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
+    """Rotate `x` [..., L, d] by RotaryEmbedding tables (rotate-half convention: pairs (i, i + d/2))."""
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat([x[..., half:], x[..., :half]], dim=-1) * signed_sin
 
 
 # ---------------------------------------------------------------------------- attention
@@ -99,6 +99,7 @@ class Attention(nn.Module):
 
     Self-attention when `context_dim` is None (one fused qkv projection), else cross-attention to a
     context [N, S, context_dim] with an optional boolean key mask [N, S] (True = attend).
+    `rope` (cos, sin tables from RotaryEmbedding) rotates q and k of self-attention by position.
     `zero_init` zeroes the output projection so a residual branch starts as the identity.
     """
 
@@ -125,12 +126,17 @@ class Attention(nn.Module):
         rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         if self.is_cross:
+            if rope is not None:
+                raise ValueError("rotary positions apply to self-attention only")
             q = rearrange(self.to_q(x), "n l (h d) -> n h l d", h=self.heads)
             k, v = rearrange(self.to_kv(context), "n s (two h d) -> two n h s d", two=2, h=self.heads)
         else:
-            q, k, v = rearrange(self.to_qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)
-        if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            qkv = rearrange(self.to_qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)
+            if rope is not None:
+                q, k = apply_rotary(qkv[:2], *rope)  # q and k in one op
+                v = qkv[2]
+            else:
+                q, k, v = qkv
         mask = None if key_mask is None else key_mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.to_out(rearrange(out, "n h l d -> n l (h d)"))

@@ -33,6 +33,8 @@ class UNetConfig:
     lowres_channels / image_channels: channels of Cond.lowres / Cond.image_latent concatenated to
     the input (super-resolution / image-to-video stages); zeros when a batch has none.
     timestep_scale: the denoiser embeds t * timestep_scale, so t in [0, 1] spans the usual range.
+    temporal_kernel=0 and temporal_attention=False give the pure image model: its weights load into
+    a video model with `load_state_dict(sd, strict=False)`, whose temporal layers then start as identity.
     """
 
     in_channels: int = 4
@@ -40,9 +42,9 @@ class UNetConfig:
     lowres_channels: int = 0
     image_channels: int = 0
     model_channels: int = 64
-    channel_mults: tuple[int, ...] = (1, 2, 4)
+    channel_mults: tuple[int, ...] = (1, 2)
     num_res_blocks: int = 2
-    attention_levels: tuple[int, ...] = (1, 2)
+    attention_levels: tuple[int, ...] = (1,)
     mid_attention: bool = True
     head_dim: int = 32
     text_dim: int = 64
@@ -66,12 +68,12 @@ class UNetConfig:
         for m in self.channel_mults:
             if (self.model_channels * m) % self.head_dim:
                 raise ValueError(f"width {self.model_channels * m} is not a multiple of head_dim {self.head_dim}")
-        if self.temporal_kernel % 2 != 1:
-            raise ValueError(f"temporal_kernel must be odd, got {self.temporal_kernel}")
+        if self.temporal_kernel and self.temporal_kernel % 2 != 1:
+            raise ValueError(f"temporal_kernel must be odd (or 0 for no temporal conv), got {self.temporal_kernel}")
 
 
 def gpu_unet_config(**overrides) -> UNetConfig:
-    """A ModelScope/VideoLDM-sized base model (~1.4B parameters) for 4-channel latents and OpenCLIP-H text."""
+    """A ModelScope-like base model (0.88B parameters) for 4-channel latents and OpenCLIP-H text (1024-d)."""
     base = dict(
         model_channels=320,
         channel_mults=(1, 2, 4, 4),
