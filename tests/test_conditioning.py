@@ -47,7 +47,9 @@ def test_cond_cat_refuses_mismatched_fields_and_to_keeps_masks_bool():
     with pytest.raises(VidiffError, match="different optional fields"):
         Cond.cat([_cond(fps=torch.ones(2)), _cond()])
     c = _cond(frame_mask=torch.ones(2, 4)).to("cpu", dtype=torch.float64)
-    assert c.text.dtype == torch.float64 and c.text_mask.dtype == torch.bool and c.frame_mask.dtype == torch.bool
+    assert (
+        c.text.dtype == torch.float64 and c.text_mask.dtype == torch.bool and c.frame_mask.dtype == torch.bool
+    )
 
 
 def test_cond_validates_shapes():

@@ -46,8 +46,16 @@ def test_cross_attention_matches_reference_and_ignores_masked_keys():
     mask[:, 0] = True
     wk, wv = attn.to_kv.weight.chunk(2, 0)
     bk, bv = attn.to_kv.bias.chunk(2)
-    ref = _reference_attention(x, torch.cat([ctx, torch.ones(3, 7, 1)], -1), attn.to_q,
-                               torch.cat([wk, bk[:, None]], 1), torch.cat([wv, bv[:, None]], 1), attn.to_out, 4, mask)
+    ref = _reference_attention(
+        x,
+        torch.cat([ctx, torch.ones(3, 7, 1)], -1),
+        attn.to_q,
+        torch.cat([wk, bk[:, None]], 1),
+        torch.cat([wv, bv[:, None]], 1),
+        attn.to_out,
+        4,
+        mask,
+    )
     out = attn(x, ctx, mask)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
     ctx2 = torch.where(mask[..., None], ctx, torch.randn_like(ctx) * 100)

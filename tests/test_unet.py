@@ -11,8 +11,15 @@ from vidiff.errors import VidiffError
 from vidiff.models.conditioning import Cond
 from vidiff.models.unet import FactorizedUNet, UNetConfig, gpu_unet_config
 
-TINY = dict(in_channels=4, model_channels=32, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(0, 1),
-            head_dim=16, text_dim=16)
+TINY = dict(
+    in_channels=4,
+    model_channels=32,
+    channel_mults=(1, 2),
+    num_res_blocks=1,
+    attention_levels=(0, 1),
+    head_dim=16,
+    text_dim=16,
+)
 
 
 def _model(**kw) -> FactorizedUNet:
@@ -102,14 +109,24 @@ def test_padded_frames_do_not_change_real_frames():
 
 
 def test_fps_noise_level_and_concatenated_conditioning():
-    model = _perturb(_model(fps_conditioning=True, noise_aug_conditioning=True, lowres_channels=4, image_channels=4))
+    model = _perturb(
+        _model(fps_conditioning=True, noise_aug_conditioning=True, lowres_channels=4, image_channels=4)
+    )
     x, t = torch.randn(2, 4, 4, 8, 8), torch.rand(2)
     with torch.no_grad():
         base = model(x, t, _cond(2))
         torch.manual_seed(0)
         c = _cond(2)
-        same = model(x, t, Cond(c.text, c.text_mask, lowres=torch.zeros(2, 4, 4, 8, 8),
-                                image_latent=torch.zeros(2, 4, 1, 8, 8)))
+        same = model(
+            x,
+            t,
+            Cond(
+                c.text,
+                c.text_mask,
+                lowres=torch.zeros(2, 4, 4, 8, 8),
+                image_latent=torch.zeros(2, 4, 1, 8, 8),
+            ),
+        )
         torch.manual_seed(0)
         torch.testing.assert_close(model(x, t, _cond(2)), same)  # absent = zeros
         lr = model(x, t, Cond(c.text, c.text_mask, lowres=torch.randn(2, 4, 2, 4, 4)))  # resized to x
@@ -131,7 +148,9 @@ def test_toy_shapes(shape):
 
 
 def test_config_from_overrides_and_gpu_size_on_meta():
-    cfg = load_config(UNetConfig, None, ["model_channels=32", "channel_mults=[1,2,2]", "attention_levels=[2]"])
+    cfg = load_config(
+        UNetConfig, None, ["model_channels=32", "channel_mults=[1,2,2]", "attention_levels=[2]"]
+    )
     assert cfg.channel_mults == (1, 2, 2) and FactorizedUNet(cfg).num_parameters() > 0
     gpu = gpu_unet_config()
     with torch.device("meta"):

@@ -67,9 +67,13 @@ class UNetConfig:
             raise ValueError(f"attention_levels {bad} out of range for {len(self.channel_mults)} levels")
         for m in self.channel_mults:
             if (self.model_channels * m) % self.head_dim:
-                raise ValueError(f"width {self.model_channels * m} is not a multiple of head_dim {self.head_dim}")
+                raise ValueError(
+                    f"width {self.model_channels * m} is not a multiple of head_dim {self.head_dim}"
+                )
         if self.temporal_kernel and self.temporal_kernel % 2 != 1:
-            raise ValueError(f"temporal_kernel must be odd (or 0 for no temporal conv), got {self.temporal_kernel}")
+            raise ValueError(
+                f"temporal_kernel must be odd (or 0 for no temporal conv), got {self.temporal_kernel}"
+            )
 
 
 def gpu_unet_config(**overrides) -> UNetConfig:
@@ -95,7 +99,9 @@ class _Step(nn.Module):
         super().__init__()
         self.res, self.spatial, self.temporal, self.resample = res, spatial, temporal, resample
 
-    def forward(self, x: Tensor, emb: Tensor, context: Tensor, context_mask: Tensor, frame_mask: Tensor | None):
+    def forward(
+        self, x: Tensor, emb: Tensor, context: Tensor, context_mask: Tensor, frame_mask: Tensor | None
+    ):
         if self.res is not None:
             x = self.res(x, emb, frame_mask)
         if self.spatial is not None:
@@ -125,7 +131,9 @@ class FactorizedUNet(nn.Module):
         # Extra conditioning embeddings start at zero so they can be added to a trained model.
         self.fps_embed = ScalarEmbedding(emb_dim, zero_init=True) if cfg.fps_conditioning else None
         self.noise_aug_embed = (
-            ScalarEmbedding(emb_dim, scale=cfg.timestep_scale, zero_init=True) if cfg.noise_aug_conditioning else None
+            ScalarEmbedding(emb_dim, scale=cfg.timestep_scale, zero_init=True)
+            if cfg.noise_aug_conditioning
+            else None
         )
         self.null_text = nn.Parameter(torch.randn(1, 1, cfg.text_dim))
 
@@ -134,7 +142,9 @@ class FactorizedUNet(nn.Module):
             return _Step(
                 ResBlock(cin, cout, emb_dim, cfg.norm_groups, cfg.dropout, cfg.temporal_kernel),
                 SpatialTransformer(cout, cfg.head_dim, cfg.text_dim, cfg.mlp_ratio) if attn else None,
-                TemporalAttention(cout, cfg.head_dim, cfg.rope_base) if attn and cfg.temporal_attention else None,
+                TemporalAttention(cout, cfg.head_dim, cfg.rope_base)
+                if attn and cfg.temporal_attention
+                else None,
                 resample,
             )
 
@@ -154,7 +164,12 @@ class FactorizedUNet(nn.Module):
                 skip_widths.append(cur)
 
         mid_level = len(widths) - 1 if cfg.mid_attention else -1
-        self.mid = nn.ModuleList([step(cur, cur, mid_level), _Step(ResBlock(cur, cur, emb_dim, cfg.norm_groups, cfg.dropout, cfg.temporal_kernel))])
+        self.mid = nn.ModuleList(
+            [
+                step(cur, cur, mid_level),
+                _Step(ResBlock(cur, cur, emb_dim, cfg.norm_groups, cfg.dropout, cfg.temporal_kernel)),
+            ]
+        )
 
         self.up = nn.ModuleList()
         for level in reversed(range(len(widths))):
@@ -221,7 +236,9 @@ class FactorizedUNet(nn.Module):
             raise VidiffError(f"FactorizedUNet input must be [B, C, T, H, W], got shape {tuple(x.shape)}")
         b, c, frames, height, width = x.shape
         if c != cfg.in_channels:
-            raise VidiffError(f"FactorizedUNet expects {cfg.in_channels} input channels, got {c} (shape {tuple(x.shape)})")
+            raise VidiffError(
+                f"FactorizedUNet expects {cfg.in_channels} input channels, got {c} (shape {tuple(x.shape)})"
+            )
         f = self.downsample_factor
         if height % f or width % f:
             raise VidiffError(
@@ -266,9 +283,13 @@ class FactorizedUNet(nn.Module):
             if lr is None:
                 lr = x.new_zeros(b, cfg.lowres_channels, frames, height, width)
             elif lr.shape[1] != cfg.lowres_channels:
-                raise VidiffError(f"cond.lowres has {lr.shape[1]} channels, the U-Net expects {cfg.lowres_channels}")
+                raise VidiffError(
+                    f"cond.lowres has {lr.shape[1]} channels, the U-Net expects {cfg.lowres_channels}"
+                )
             elif lr.shape[2:] != x.shape[2:]:
-                lr = F.interpolate(lr.to(x.dtype), size=(frames, height, width), mode="trilinear", align_corners=False)
+                lr = F.interpolate(
+                    lr.to(x.dtype), size=(frames, height, width), mode="trilinear", align_corners=False
+                )
             parts.append(lr.to(x.dtype))
         if cfg.image_channels:
             img = x.new_zeros(b, cfg.image_channels, frames, height, width)
