@@ -16,6 +16,7 @@ from vidiff.models.layers import (
     TemporalConv,
     apply_rotary,
     sinusoidal_embedding,
+    temporal_conv1d,
     to_video_layout,
 )
 
@@ -104,6 +105,18 @@ def test_temporal_conv_mixes_only_neighbouring_frames():
     x2[:, :, 3] += torch.randn_like(x2[:, :, 3])
     d = (mod(x2) - y).abs().amax(dim=(0, 1, 3, 4))
     assert (d[[2, 3, 4]] > 1e-4).all() and (d[[0, 1, 5, 6]] == 0).all()
+
+
+@pytest.mark.parametrize("t,k", [(6, 3), (2, 5), (1, 3), (4, 1)])
+def test_temporal_conv1d_matches_conv1d_and_its_gradients(t, k):
+    b, s, c = 2, 3, 4
+    x = torch.randn(b, t, s, c, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(k, c, c, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(c, dtype=torch.float64, requires_grad=True)
+    ref = F.conv1d(x.permute(0, 2, 3, 1).reshape(b * s, c, t), w.permute(1, 2, 0), bias, padding=k // 2)
+    ref = ref.reshape(b, s, c, t).permute(0, 3, 1, 2)
+    torch.testing.assert_close(temporal_conv1d(x, w, bias), ref)
+    assert torch.autograd.gradcheck(temporal_conv1d, (x, w, bias))
 
 
 def test_temporal_attention_has_no_length_limit_and_masks_padded_frames():

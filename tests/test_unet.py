@@ -240,3 +240,17 @@ def test_tiny_model_overfits_one_clip():
     after = held_out_loss()
     print(f"held-out v-loss {before:.4f} -> {after:.4f} ({before / after:.1f}x) in {steps} steps")
     assert before / after > 10, (before, after)
+
+
+def test_state_dict_is_plain_and_round_trips_through_safetensors(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = _perturb(_model())
+    state = model.state_dict()
+    assert all(v.is_contiguous() for v in state.values())
+    save_file(state, str(tmp_path / "unet.safetensors"))
+    again = _model()
+    again.load_state_dict(load_file(str(tmp_path / "unet.safetensors")))
+    x, t, cond = torch.randn(1, 4, 3, 8, 8), torch.rand(1), _cond(1)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x, t, cond), model(x, t, cond))

@@ -91,6 +91,12 @@ def gpu_unet_config(**overrides) -> UNetConfig:
     return UNetConfig(**base)
 
 
+def _contiguous_state(module, state_dict, prefix, local_metadata) -> None:
+    for key, value in state_dict.items():
+        if key.startswith(prefix) and isinstance(value, Tensor) and not value.is_contiguous():
+            state_dict[key] = value.contiguous()
+
+
 class _Step(nn.Module):
     """One U-Net step: a ResBlock, then (at attention levels) spatial+cross attention and temporal
     attention, then an optional resample."""
@@ -185,6 +191,11 @@ class FactorizedUNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
         self.downsample_factor = 2 ** (len(widths) - 1)
+        # Conv weights in the activations' channels-last layout spare oneDNN a weight reorder per
+        # call (about 5% of a CPU training step); state_dict() hands out contiguous copies, so
+        # safetensors export and other consumers see ordinary tensors.
+        self.to(memory_format=torch.channels_last)
+        self.register_state_dict_post_hook(_contiguous_state)
 
     # ------------------------------------------------------------------ public switches
 
