@@ -193,3 +193,12 @@ def test_text_cache_round_trip_and_fingerprint_check(toy, tmp_path):
     assert torch.equal(tensors["text_mask"], mask[:, :length])
     with pytest.raises(VidiffError, match="another text encoder"):
         load_text_cache(path, TextEncoder(TextEncoderConfig(context_length=16, seed=9)))
+
+
+def test_unfrozen_tower_trains():
+    enc = TextEncoder(TextEncoderConfig(context_length=8, frozen=False))
+    enc.train()
+    assert enc.training
+    tokens, mask = enc(["a red circle"])
+    tokens[mask].square().mean().backward()
+    assert enc.tower.token_embedding.weight.grad is not None

@@ -155,7 +155,9 @@ class TextEncoderConfig:
     """`model_name`: "toy" (small random tower) or any open_clip model name with a built-in BPE
     tokenizer (e.g. ViT-B-32, ViT-L-14, ViT-H-14). `pretrained`: a local weights file for it
     (never downloaded); without one the tower is randomly initialised from `seed`, and says so.
-    `context_length`, `width`, `layers`, `heads` shape the toy tower only."""
+    `context_length`, `width`, `layers`, `heads` shape the toy tower only; `seed` fixes its random
+    weights, so any process rebuilds the same tower from the config (check with `fingerprint()`).
+    `frozen=False` lets the tower train (it is frozen by default)."""
 
     model_name: str = "toy"
     pretrained: str | None = None
@@ -164,6 +166,7 @@ class TextEncoderConfig:
     layers: int = 2
     heads: int = 2
     seed: int = 0
+    frozen: bool = True
 
 
 class _TextTower(nn.Module):
@@ -253,8 +256,10 @@ class TextEncoder(nn.Module):
                 log.info("text encoder: %s weights from %s", name, config.pretrained)
         self.context_length = int(self.tower.positional_embedding.shape[0])
         self.dim = int(self.tower.positional_embedding.shape[1])
-        self.requires_grad_(False)
-        self.eval()
+        self.frozen = config.frozen
+        if self.frozen:
+            self.requires_grad_(False)
+            self.eval()
 
     @staticmethod
     def _toy_tower(config: TextEncoderConfig) -> _TextTower:
@@ -275,8 +280,8 @@ class TextEncoder(nn.Module):
         )
 
     def train(self, mode: bool = True):
-        # frozen: dropout and friends stay off even inside a training module
-        return super().train(False)
+        # a frozen tower stays in eval mode even inside a training module
+        return super().train(mode and not self.frozen)
 
     def fingerprint(self) -> str:
         """A short hash of the weights: store it with latents/checkpoints to detect a different tower."""
@@ -307,11 +312,11 @@ class TextEncoder(nn.Module):
         mask = torch.arange(ids.shape[1])[None] <= eot[:, None]
         return ids, mask
 
-    @torch.no_grad()
     def forward(self, prompts: list[str] | str) -> tuple[Tensor, Tensor]:
         ids, mask = self.tokenize(prompts)
         device = self.tower.positional_embedding.device
-        tokens = self.tower(ids.to(device))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            tokens = self.tower(ids.to(device))
         return tokens, mask.to(device)
 
     def cond(self, prompts: list[str] | str, **fields) -> Cond:
