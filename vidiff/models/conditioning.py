@@ -56,9 +56,13 @@ class Cond:
             if v is None:
                 continue
             if v.dim() != ndim or v.shape[0] != b:
-                raise VidiffError(f"Cond.{name} must have {ndim} dims with batch {b} first, got {tuple(v.shape)}")
+                raise VidiffError(
+                    f"Cond.{name} must have {ndim} dims with batch {b} first, got {tuple(v.shape)}"
+                )
         if self.image_latent is not None and self.image_latent.shape[2] != 1:
-            raise VidiffError(f"Cond.image_latent must be one frame [B, C, 1, h, w], got {tuple(self.image_latent.shape)}")
+            raise VidiffError(
+                f"Cond.image_latent must be one frame [B, C, 1, h, w], got {tuple(self.image_latent.shape)}"
+            )
         if self.frame_mask is not None and self.frame_mask.dtype != torch.bool:
             self.frame_mask = self.frame_mask.bool()
 
@@ -99,13 +103,18 @@ class Cond:
             raise VidiffError("Cond.cat needs at least one Cond")
         present = [tuple(k for k, v in c._fields().items() if v is not None) for c in conds]
         if len(set(present)) != 1:
-            raise VidiffError(f"Cond.cat: the conds carry different optional fields {sorted(set(present))}; give all the same ones")
+            raise VidiffError(
+                f"Cond.cat: the conds carry different optional fields {sorted(set(present))}; give all the same ones"
+            )
         length = max(c.text.shape[1] for c in conds)
         out = {}
         for name in present[0]:
             parts = [getattr(c, name) for c in conds]
             if name in ("text", "text_mask"):
-                parts = [F.pad(p, (0, 0, 0, length - p.shape[1]) if p.dim() == 3 else (0, length - p.shape[1])) for p in parts]
+                parts = [
+                    F.pad(p, (0, 0, 0, length - p.shape[1]) if p.dim() == 3 else (0, length - p.shape[1]))
+                    for p in parts
+                ]
             try:
                 out[name] = torch.cat(parts, dim=0)
             except RuntimeError as exc:
@@ -114,13 +123,17 @@ class Cond:
 
     def null_like(self) -> Cond:
         """The same batch with no text (all tokens masked); image, low-res, fps and masks are kept."""
-        return dataclasses.replace(self, text=torch.zeros_like(self.text), text_mask=torch.zeros_like(self.text_mask))
+        return dataclasses.replace(
+            self, text=torch.zeros_like(self.text), text_mask=torch.zeros_like(self.text_mask)
+        )
 
     def drop_text(self, drop: Tensor) -> Cond:
         """Make rows where `drop` [B] bool is True unconditional."""
         keep = ~drop.to(device=self.text.device, dtype=torch.bool)
         return dataclasses.replace(
-            self, text=self.text * keep[:, None, None].to(self.text.dtype), text_mask=self.text_mask & keep[:, None]
+            self,
+            text=self.text * keep[:, None, None].to(self.text.dtype),
+            text_mask=self.text_mask & keep[:, None],
         )
 
 
@@ -142,7 +155,9 @@ class TextEncoderConfig:
     """`model_name`: "toy" (small random tower) or any open_clip model name with a built-in BPE
     tokenizer (e.g. ViT-B-32, ViT-L-14, ViT-H-14). `pretrained`: a local weights file for it
     (never downloaded); without one the tower is randomly initialised from `seed`, and says so.
-    `context_length`, `width`, `layers`, `heads` shape the toy tower only."""
+    `context_length`, `width`, `layers`, `heads` shape the toy tower only; `seed` fixes its random
+    weights, so any process rebuilds the same tower from the config (check with `fingerprint()`).
+    `frozen=False` lets the tower train (it is frozen by default)."""
 
     model_name: str = "toy"
     pretrained: str | None = None
@@ -151,6 +166,7 @@ class TextEncoderConfig:
     layers: int = 2
     heads: int = 2
     seed: int = 0
+    frozen: bool = True
 
 
 class _TextTower(nn.Module):
@@ -222,7 +238,9 @@ class TextEncoder(nn.Module):
                 model = open_clip.create_model(name, pretrained=config.pretrained)
             src = getattr(model, "text", model)
             if not hasattr(src, "token_embedding"):
-                raise VidiffError(f"text encoder: {name} has no open_clip text transformer; pick another model")
+                raise VidiffError(
+                    f"text encoder: {name} has no open_clip text transformer; pick another model"
+                )
             self.tower = _TextTower(
                 src.token_embedding, src.positional_embedding, src.transformer, src.ln_final, src.attn_mask
             )
@@ -230,13 +248,18 @@ class TextEncoder(nn.Module):
             self.tokenizer = open_clip.get_tokenizer(name)
             self.is_random = config.pretrained is None
             if self.is_random:
-                log.warning("text encoder: %s with RANDOM weights (no pretrained= file given); outputs are meaningless text features", name)
+                log.warning(
+                    "text encoder: %s with RANDOM weights (no pretrained= file given); outputs are meaningless text features",
+                    name,
+                )
             else:
                 log.info("text encoder: %s weights from %s", name, config.pretrained)
         self.context_length = int(self.tower.positional_embedding.shape[0])
         self.dim = int(self.tower.positional_embedding.shape[1])
-        self.requires_grad_(False)
-        self.eval()
+        self.frozen = config.frozen
+        if self.frozen:
+            self.requires_grad_(False)
+            self.eval()
 
     @staticmethod
     def _toy_tower(config: TextEncoderConfig) -> _TextTower:
@@ -252,11 +275,13 @@ class TextEncoder(nn.Module):
                 layers=config.layers,
                 output_dim=None,
             )
-        return _TextTower(tt.token_embedding, tt.positional_embedding, tt.transformer, tt.ln_final, tt.attn_mask)
+        return _TextTower(
+            tt.token_embedding, tt.positional_embedding, tt.transformer, tt.ln_final, tt.attn_mask
+        )
 
     def train(self, mode: bool = True):
-        # frozen: dropout and friends stay off even inside a training module
-        return super().train(False)
+        # a frozen tower stays in eval mode even inside a training module
+        return super().train(mode and not self.frozen)
 
     def fingerprint(self) -> str:
         """A short hash of the weights: store it with latents/checkpoints to detect a different tower."""
@@ -287,11 +312,11 @@ class TextEncoder(nn.Module):
         mask = torch.arange(ids.shape[1])[None] <= eot[:, None]
         return ids, mask
 
-    @torch.no_grad()
     def forward(self, prompts: list[str] | str) -> tuple[Tensor, Tensor]:
         ids, mask = self.tokenize(prompts)
         device = self.tower.positional_embedding.device
-        tokens = self.tower(ids.to(device))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            tokens = self.tower(ids.to(device))
         return tokens, mask.to(device)
 
     def cond(self, prompts: list[str] | str, **fields) -> Cond:
@@ -310,7 +335,9 @@ def encode_captions(
     from tqdm import tqdm
 
     toks, masks = [], []
-    for i in tqdm(range(0, len(captions), batch_size), desc="encode captions", disable=len(captions) <= batch_size):
+    for i in tqdm(
+        range(0, len(captions), batch_size), desc="encode captions", disable=len(captions) <= batch_size
+    ):
         t, m = encoder(captions[i : i + batch_size])
         toks.append(t.to(dtype).cpu())
         masks.append(m.cpu())
@@ -324,14 +351,20 @@ def save_text_cache(path: str | Path, encoder: TextEncoder, captions: list[str],
     from safetensors.torch import save_file
 
     tensors = encode_captions(encoder, captions, **kwargs)
-    meta = {"model_name": encoder.config.model_name, "fingerprint": encoder.fingerprint(), "captions": json.dumps(captions)}
+    meta = {
+        "model_name": encoder.config.model_name,
+        "fingerprint": encoder.fingerprint(),
+        "captions": json.dumps(captions),
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=meta)
     return path
 
 
-def load_text_cache(path: str | Path, encoder: TextEncoder | None = None) -> tuple[dict[str, Tensor], list[str]]:
+def load_text_cache(
+    path: str | Path, encoder: TextEncoder | None = None
+) -> tuple[dict[str, Tensor], list[str]]:
     """Read a text cache -> ({"text", "text_mask"}, captions); with `encoder`, check it made the cache."""
     from safetensors import safe_open
 

@@ -78,17 +78,17 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, length: int, device=None, dtype=torch.float32) -> tuple[Tensor, Tensor]:
-        """cos, sin tables [length, head_dim] for positions 0..length-1."""
+        """Tables [length, head_dim] for positions 0..length-1: cos, and sin with the rotation's sign folded in."""
         pos = torch.arange(length, device=device or self.inv_freq.device, dtype=torch.float32)
         angles = pos[:, None] * self.inv_freq.to(pos.device)[None]
-        angles = torch.cat([angles, angles], dim=-1)
-        return angles.cos().to(dtype), angles.sin().to(dtype)
+        cos, sin = angles.cos(), angles.sin()
+        return torch.cat([cos, cos], -1).to(dtype), torch.cat([-sin, sin], -1).to(dtype)
 
 
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate `x` [..., L, d] by the tables [L, d] (rotate-half convention)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+def apply_rotary(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
+    """Rotate `x` [..., L, d] by RotaryEmbedding tables (rotate-half convention: pairs (i, i + d/2))."""
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat([x[..., half:], x[..., :half]], dim=-1) * signed_sin
 
 
 # ---------------------------------------------------------------------------- attention
@@ -99,6 +99,7 @@ class Attention(nn.Module):
 
     Self-attention when `context_dim` is None (one fused qkv projection), else cross-attention to a
     context [N, S, context_dim] with an optional boolean key mask [N, S] (True = attend).
+    `rope` (cos, sin tables from RotaryEmbedding) rotates q and k of self-attention by position.
     `zero_init` zeroes the output projection so a residual branch starts as the identity.
     """
 
@@ -125,12 +126,17 @@ class Attention(nn.Module):
         rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         if self.is_cross:
+            if rope is not None:
+                raise ValueError("rotary positions apply to self-attention only")
             q = rearrange(self.to_q(x), "n l (h d) -> n h l d", h=self.heads)
             k, v = rearrange(self.to_kv(context), "n s (two h d) -> two n h s d", two=2, h=self.heads)
         else:
-            q, k, v = rearrange(self.to_qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)
-        if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            qkv = rearrange(self.to_qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)
+            if rope is not None:
+                q, k = apply_rotary(qkv[:2], *rope)  # q and k in one op
+                v = qkv[2]
+            else:
+                q, k, v = qkv
         mask = None if key_mask is None else key_mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.to_out(rearrange(out, "n h l d -> n l (h d)"))
@@ -205,28 +211,88 @@ class TemporalAttention(nn.Module):
 # ---------------------------------------------------------------------------- convolutions
 
 
+class _TemporalConvFn(torch.autograd.Function):
+    """1D convolution along t of x [b, t, s, c] as one GEMM per kernel tap on shifted frame ranges.
+
+    Frames of one sample are contiguous in x, so every shifted range is a plain [b, n*s, c] view:
+    no im2col copy and no layout reorder, unlike a (k, 1) Conv2d through oneDNN, whose backward
+    costs about twice as much here. Zero padding in time is implied by the shortened ranges.
+    """
+
+    @staticmethod
+    def _ranges(tap: int, k: int, t: int) -> tuple[slice, slice] | None:
+        off = tap - k // 2
+        n = t - abs(off)
+        if n <= 0:
+            return None
+        return slice(max(0, -off), max(0, -off) + n), slice(max(0, off), max(0, off) + n)
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        b, t, s, c = x.shape
+        k = weight.shape[0]
+        y = F.linear(x, weight[k // 2], bias)
+        for tap in range(k):
+            rng = _TemporalConvFn._ranges(tap, k, t)
+            if tap == k // 2 or rng is None:
+                continue
+            out, inp = rng
+            y[:, out].reshape(b, -1, y.shape[-1]).baddbmm_(
+                x[:, inp].reshape(b, -1, c), weight[tap].t().expand(b, -1, -1)
+            )
+        ctx.save_for_backward(x, weight)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        x, weight = ctx.saved_tensors
+        gy = gy.contiguous()
+        b, t, s, c = x.shape
+        k = weight.shape[0]
+        gx = F.linear(gy, weight[k // 2].t())
+        gw = torch.zeros_like(weight)
+        gw[k // 2] = gy.reshape(-1, gy.shape[-1]).t() @ x.reshape(-1, c)
+        for tap in range(k):
+            rng = _TemporalConvFn._ranges(tap, k, t)
+            if tap == k // 2 or rng is None:
+                continue
+            out, inp = rng
+            gys, xs = gy[:, out].reshape(b, -1, gy.shape[-1]), x[:, inp].reshape(b, -1, c)
+            gx[:, inp].reshape(b, -1, c).baddbmm_(gys, weight[tap].expand(b, -1, -1))
+            gw[tap] = torch.bmm(gys.transpose(1, 2), xs).sum(0)
+        return gx, gw, gy.sum((0, 1, 2))
+
+
+def temporal_conv1d(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Convolve x [b, t, s, c] along t with weight [k, c_out, c_in] (k odd, zero padding) and bias [c_out]."""
+    return _TemporalConvFn.apply(x.contiguous(), weight, bias)
+
+
 class TemporalConv(nn.Module):
     """Residual 1D convolution along time at every pixel; zero-init, so it starts as the identity.
 
-    Runs as a (k, 1) Conv2d on the free view "b c t (h w)" of the channels-last video.
+    Works on the free view "b t (h w) c" of the channels-last video (see temporal_conv1d).
     """
 
     def __init__(self, channels: int, kernel: int = 3, groups: int = 32):
         super().__init__()
+        if kernel % 2 != 1:
+            raise ValueError(f"temporal kernel must be odd, got {kernel}")
         self.norm = group_norm(channels, groups)
-        self.conv = zero_(nn.Conv2d(channels, channels, (kernel, 1), padding=(kernel // 2, 0)))
+        self.weight = nn.Parameter(torch.zeros(kernel, channels, channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: Tensor, frame_mask: Tensor | None = None) -> Tensor:
         b, _, t, h, w = x.shape
         if t == 1:
             return x
         y = F.silu(self.norm(rearrange(x, "b c t h w -> (b t) c h w")))
-        y = rearrange(y, "(b t) c h w -> b c t (h w)", b=b)
+        y = rearrange(y, "(b t) c h w -> b t (h w) c", b=b)
         if frame_mask is not None:
             # padded frames must not leak into real ones through the kernel
-            y = y * frame_mask[:, None, :, None].to(y.dtype)
-        y = self.conv(y)
-        return x + rearrange(y, "b c t (h w) -> b c t h w", h=h)
+            y = y * frame_mask[:, :, None, None].to(y.dtype)
+        y = temporal_conv1d(y, self.weight, self.bias)
+        return x + rearrange(y, "b t (h w) c -> b c t h w", h=h)
 
 
 class ResBlock(nn.Module):
