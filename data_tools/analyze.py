@@ -43,15 +43,6 @@ def analyze(path: str, cfg: AnalysisConfig | None = None) -> Analysis:
     """
     cfg = cfg or AnalysisConfig()
     quiet_ffmpeg()
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)  # frames this small gain nothing from OpenCV's pool; workers run side by side
-    try:
-        return _analyze(path, cfg)
-    finally:
-        cv2.setNumThreads(threads)
-
-
-def _analyze(path: str, cfg: AnalysisConfig) -> Analysis:
     container, info = open_source(path)
     with container:
         size = analysis_size(info.width, info.height, cfg.width)

@@ -255,60 +255,137 @@ def _curate_one(path: str, cfg: CurateConfig, out_dir: Path, captioner: Captione
 
 
 def _run_local(pending, cfg, out_dir, chash, captioner, workers, on_result) -> None:
-    """Each source in its own forked process, `workers` at a time: a crash (segfault in a decoder)
-    or a hang takes down one source, not the job."""
-    import multiprocessing as mp
-    from multiprocessing.connection import wait
-
+    """`workers` long-lived worker processes, one source at a time each. A worker that dies (a
+    decoder segfault, the OOM killer) or hangs past source_timeout_s costs its source an error row
+    and is replaced; the job goes on. Workers are spawned, not forked: a fork copies the parent's
+    thread-pool locks (OpenCV, libav) and can deadlock the child."""
     if workers <= 0:
         for path in pending:
             on_result(process_source(path, cfg, out_dir, chash, captioner))
         return
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    pool = _Pool(workers, (cfg, str(out_dir), chash, captioner))
     queue = list(pending)
-    running: dict = {}  # sentinel -> (process, path, started)
     try:
-        while queue or running:
-            while queue and len(running) < workers:
-                path = queue.pop(0)
-                proc = ctx.Process(
-                    target=_child, args=(path, cfg, str(out_dir), chash, captioner), daemon=True
-                )
-                proc.start()
-                running[proc.sentinel] = (proc, path, time.monotonic())
-            for sentinel in wait(list(running), timeout=1.0):
-                proc, path, _ = running.pop(sentinel)
-                proc.join()
-                on_result(_collect_child(proc, path, cfg, out_dir, chash))
+        while queue or pool.busy:
+            while queue and pool.idle():
+                pool.submit(queue.pop(0))
+            for path, died in pool.wait(timeout=1.0):
+                if died is None:
+                    on_result(
+                        load_result(out_dir, path, chash)
+                        or _save_error(path, f"{path}: its result vanished", out_dir, chash)
+                    )
+                else:
+                    on_result(
+                        _save_error(
+                            path,
+                            f"{path}: the worker reading it died ({died}); the file likely crashes the decoder",
+                            out_dir,
+                            chash,
+                        )
+                    )
             if cfg.source_timeout_s > 0:
-                for sentinel, (proc, path, started) in list(running.items()):
-                    if time.monotonic() - started > cfg.source_timeout_s:
-                        proc.kill()
-                        proc.join()
-                        running.pop(sentinel)
-                        message = f"{path}: timed out after {cfg.source_timeout_s:g}s; raise source_timeout_s or check the file"
-                        on_result(_save_error(path, message, out_dir, chash))
+                for path in pool.kill_overdue(cfg.source_timeout_s):
+                    message = f"{path}: timed out after {cfg.source_timeout_s:g}s; raise source_timeout_s or check the file"
+                    on_result(_save_error(path, message, out_dir, chash))
     finally:
-        for proc, _, _ in running.values():
-            proc.kill()
+        pool.close()
 
 
-def _child(path, cfg, out_dir, chash, captioner) -> None:
-    process_source(path, cfg, out_dir, chash, captioner)
+class _Pool:
+    """Worker processes, each fed one source path at a time over its own pipe."""
+
+    def __init__(self, size: int, args: tuple):
+        import multiprocessing as mp
+
+        self._ctx = mp.get_context("spawn")
+        self._args = args
+        self._workers = [self._start() for _ in range(size)]  # [process, conn, path or None, started]
+
+    def _start(self) -> list:
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_worker_main, args=(child, *self._args), daemon=True)
+        proc.start()
+        child.close()
+        return [proc, parent, None, 0.0]
+
+    @property
+    def busy(self) -> bool:
+        return any(w[2] is not None for w in self._workers)
+
+    def idle(self) -> bool:
+        return any(w[2] is None for w in self._workers)
+
+    def submit(self, path: str) -> None:
+        w = next(w for w in self._workers if w[2] is None)
+        w[1].send(path)
+        w[2], w[3] = path, time.monotonic()
+
+    def wait(self, timeout: float) -> list[tuple[str, str | None]]:
+        """(path, None) for each finished source; (path, how) for each whose worker died."""
+        from multiprocessing.connection import wait
+
+        busy = [w for w in self._workers if w[2] is not None]
+        ready = set(wait([w[1] for w in busy] + [w[0].sentinel for w in busy], timeout=timeout))
+        done = []
+        for k, w in enumerate(self._workers):
+            if w[2] is None:
+                continue
+            if w[1] in ready and w[1].poll():
+                try:
+                    w[1].recv()
+                    done.append((w[2], None))
+                    w[2] = None
+                    continue
+                except (EOFError, OSError):
+                    pass
+            if w[0].sentinel in ready or not w[0].is_alive():
+                w[0].join()
+                code = w[0].exitcode
+                done.append(
+                    (w[2], f"signal {-code}" if code is not None and code < 0 else f"exit code {code}")
+                )
+                self._workers[k] = self._start()
+        return done
+
+    def kill_overdue(self, limit: float) -> list[str]:
+        overdue = []
+        for k, w in enumerate(self._workers):
+            if w[2] is not None and time.monotonic() - w[3] > limit:
+                w[0].kill()
+                w[0].join()
+                overdue.append(w[2])
+                self._workers[k] = self._start()
+        return overdue
+
+    def close(self) -> None:
+        for proc, conn, path, _ in self._workers:
+            if path is None and proc.is_alive():
+                try:
+                    conn.send(None)  # finish cleanly
+                except OSError:
+                    pass
+        for proc, conn, path, _ in self._workers:
+            proc.join(timeout=5 if path is None else 0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            conn.close()
 
 
-def _collect_child(proc, path, cfg, out_dir, chash) -> dict:
-    result = load_result(out_dir, path, chash)
-    if result is not None:
-        return result
-    code = proc.exitcode
-    how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-    return _save_error(
-        path,
-        f"{path}: the worker reading it died ({how}); the file likely crashes the decoder",
-        out_dir,
-        chash,
-    )
+def _worker_main(conn, cfg, out_dir, chash, captioner) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # the workers are the parallelism; OpenCV's pool would oversubscribe
+    while True:
+        try:
+            path = conn.recv()
+        except EOFError:  # the job is gone
+            return
+        if path is None:
+            return
+        process_source(path, cfg, out_dir, chash, captioner)
+        conn.send(path)
 
 
 def _save_error(path: str, message: str, out_dir, chash) -> dict:
