@@ -93,12 +93,13 @@ class CausalConv3d(Streamable):
 class CausalTimeUpsample(Streamable):
     """Doubles the frame count causally; the very first frame of a video stays one frame (1 + k -> 1 + 2k)."""
 
-    def __init__(self, channels: int, padding: str = "replicate"):
+    def __init__(self, channels: int, out_channels: int | None = None, padding: str = "replicate"):
         super().__init__()
-        self.conv = CausalConv3d(channels, 2 * channels, (3, 1, 1), padding=padding)
+        out = out_channels or channels
+        self.conv = CausalConv3d(channels, 2 * out, (3, 1, 1), padding=padding)
         with torch.no_grad():  # start as "repeat each frame twice" so early training sees a sane upsampler
-            self.conv.conv.weight[channels:] = self.conv.conv.weight[:channels]
-            self.conv.conv.bias[channels:] = self.conv.conv.bias[:channels]
+            self.conv.conv.weight[out:] = self.conv.conv.weight[:out]
+            self.conv.conv.bias[out:] = self.conv.conv.bias[:out]
         self._started = False
 
     def reset_stream(self) -> None:

@@ -36,6 +36,9 @@ class VAEConfig:
     spatial_compression: int = 8
     # Space-to-depth before the first conv (LTX-Video style); cuts full-resolution compute by patch_size**2.
     patch_size: int = 1
+    # ResBlocks of the first N levels (the highest resolutions) convolve in space only; time is still mixed by
+    # the causal resampling convs and the deeper levels. Cuts full-resolution compute ~3x.
+    spatial_only_levels: int = 0
     causal_padding: Literal["replicate", "zeros"] = "replicate"
     # Latent normalisation for diffusion: z_diff = (z - latent_mean) / latent_std (set after training).
     latent_mean: float = 0.0
@@ -70,6 +73,8 @@ class VAEConfig:
             )
         if not 0 <= self.tile_overlap < self.tile_sample_size:
             raise ConfigError("vae.tile_overlap must be >= 0 and smaller than vae.tile_sample_size")
+        if min(self.layers_per_block, self.dec_layers, self.mid_layers) < 0 or not self.block_out_channels:
+            raise ConfigError("vae: block_out_channels must be non-empty and layer counts >= 0")
         if self.chunk_latent_frames < 1:
             raise ConfigError("vae.chunk_latent_frames must be >= 1")
 
@@ -101,59 +106,76 @@ class ChannelRMSNorm(nn.Module):
 
 
 class ResBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, padding: str):
+    """norm -> SiLU -> conv, twice, plus the input. `kt=1` makes it spatial-only (cheap at full resolution)."""
+
+    def __init__(self, channels: int, padding: str, kt: int = 3):
         super().__init__()
-        self.norm1 = ChannelRMSNorm(cin)
-        self.conv1 = CausalConv3d(cin, cout, 3, padding=padding)
-        self.norm2 = ChannelRMSNorm(cout)
-        self.conv2 = CausalConv3d(cout, cout, 3, padding=padding)
-        self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else None
+        self.norm1 = ChannelRMSNorm(channels)
+        self.conv1 = CausalConv3d(channels, channels, (kt, 3, 3), padding=padding)
+        self.norm2 = ChannelRMSNorm(channels)
+        self.conv2 = CausalConv3d(channels, channels, (kt, 3, 3), padding=padding)
         self.act = nn.SiLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(self.act(self.norm1(x)))
-        h = self.conv2(self.act(self.norm2(h)))
-        return (x if self.skip is None else conv3d(self.skip, x)) + h
+        return x + self.conv2(self.act(self.norm2(h)))
 
 
 class Downsample(nn.Module):
-    """Halves H, W (strided 3x3 conv per frame) and/or T (causal strided conv: 1 + 2k -> 1 + k)."""
+    """cin -> cout channels while halving H, W (strided 3x3 conv per frame) and/or T (causal strided conv:
+    1 + 2k -> 1 + k frames); a 1x1x1 conv when it only changes channels."""
 
-    def __init__(self, channels: int, spatial: bool, temporal: bool, padding: str):
+    def __init__(self, cin: int, cout: int, spatial: bool, temporal: bool, padding: str):
         super().__init__()
-        self.spatial = nn.Conv3d(channels, channels, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)) if spatial else None
-        self.temporal = CausalConv3d(channels, channels, (3, 1, 1), stride=(2, 1, 1), padding=padding) if temporal else None
+        self.spatial = self.temporal = self.proj = None
+        if spatial:
+            self.spatial = nn.Conv3d(cin, cout, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+        if temporal:
+            c = cout if spatial else cin
+            self.temporal = CausalConv3d(c, cout, (3, 1, 1), stride=(2, 1, 1), padding=padding)
+        if not (spatial or temporal) and cin != cout:
+            self.proj = nn.Conv3d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.spatial is not None:
-            x = conv3d(self.spatial, x)
-        if self.temporal is not None:
-            x = self.temporal(x)
-        return x
+        for conv in (self.spatial, self.proj):
+            if conv is not None:
+                x = conv3d(conv, x)
+        return x if self.temporal is None else self.temporal(x)
 
 
 class Upsample(nn.Module):
-    """Inverse of Downsample: causal time doubling (1 + k -> 1 + 2k), then sub-pixel 2x spatial upsampling."""
+    """Inverse of Downsample: cin -> cout channels, causal time doubling (1 + k -> 1 + 2k frames) and/or
+    sub-pixel 2x spatial upsampling."""
 
-    def __init__(self, channels: int, spatial: bool, temporal: bool, padding: str):
+    def __init__(self, cin: int, cout: int, spatial: bool, temporal: bool, padding: str):
         super().__init__()
-        self.temporal = CausalTimeUpsample(channels, padding) if temporal else None
-        self.spatial = None
+        self.spatial = self.temporal = self.proj = None
+        c = cin
+        if temporal:
+            self.temporal = CausalTimeUpsample(cin, cout, padding)
+            c = cout
         if spatial:
-            # Conv at low resolution to 4x channels + pixel shuffle: same FLOPs as nearest-upsample + conv,
-            # without materialising the upsampled input. The 4 sub-pixels start identical (ICNR init).
-            self.spatial = nn.Conv3d(channels, 4 * channels, (1, 3, 3), padding=(0, 1, 1))
+            # Conv at low resolution to 4x channels + pixel shuffle: the FLOPs of nearest-upsample + conv without
+            # materialising the upsampled input. The 4 sub-pixels start identical (ICNR init).
+            self.spatial = nn.Conv3d(c, 4 * cout, (1, 3, 3), padding=(0, 1, 1))
             with torch.no_grad():
-                w = self.spatial.weight[:channels].clone()
-                self.spatial.weight.copy_(w.repeat_interleave(4, dim=0))
-                self.spatial.bias.copy_(self.spatial.bias[:channels].clone().repeat_interleave(4))
+                self.spatial.weight.copy_(self.spatial.weight[:cout].clone().repeat_interleave(4, dim=0))
+                self.spatial.bias.copy_(self.spatial.bias[:cout].clone().repeat_interleave(4))
+        if not (spatial or temporal) and cin != cout:
+            self.proj = nn.Conv3d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.temporal is not None:
             x = self.temporal(x)
         if self.spatial is not None:
             x = rearrange(conv3d(self.spatial, x), "b (c p q) t h w -> b c t (h p) (w q)", p=2, q=2)
+        if self.proj is not None:
+            x = conv3d(self.proj, x)
         return x
+
+
+def _level_kt(cfg: VAEConfig, level: int) -> int:
+    return 1 if level < cfg.spatial_only_levels else 3
 
 
 class Encoder(nn.Module):
@@ -163,17 +185,14 @@ class Encoder(nn.Module):
         self.patch = p
         self.conv_in = CausalConv3d(cfg.in_channels * p * p, ch[0], 3, padding=pad)
         blocks: list[nn.Module] = []
-        cin = ch[0]
         for i, c in enumerate(ch):
-            for _ in range(cfg.layers_per_block):
-                blocks.append(ResBlock(cin, c, pad))
-                cin = c
-            if i < len(ch) - 1 and (i < cfg.n_spatial_down or i < cfg.n_temporal_down):
-                blocks.append(Downsample(c, i < cfg.n_spatial_down, i < cfg.n_temporal_down, pad))
-        blocks += [ResBlock(cin, cin, pad) for _ in range(cfg.mid_layers)]
+            blocks += [ResBlock(c, pad, _level_kt(cfg, i)) for _ in range(cfg.layers_per_block)]
+            if i < len(ch) - 1:
+                blocks.append(Downsample(c, ch[i + 1], i < cfg.n_spatial_down, i < cfg.n_temporal_down, pad))
+        blocks += [ResBlock(ch[-1], pad) for _ in range(cfg.mid_layers)]
         self.blocks = nn.Sequential(*blocks)
         # No norm + activation before conv_out (unlike SD's VAE): on the toy world it slowed training ~2x.
-        self.conv_out = CausalConv3d(cin, 2 * cfg.latent_channels, 3, padding=pad)
+        self.conv_out = CausalConv3d(ch[-1], 2 * cfg.latent_channels, 3, padding=pad)
         with torch.no_grad():  # start with a small posterior std, so early samples are not pure noise
             self.conv_out.conv.bias[cfg.latent_channels :].fill_(-6.0)
 
@@ -187,17 +206,14 @@ class Decoder(nn.Module):
         super().__init__()
         ch, pad, p = cfg.block_out_channels, cfg.causal_padding, cfg.patch_size
         self.patch = p
-        cin = ch[-1]
-        self.conv_in = CausalConv3d(cfg.latent_channels, cin, 3, padding=pad)
-        blocks: list[nn.Module] = [ResBlock(cin, cin, pad) for _ in range(cfg.mid_layers)]
+        self.conv_in = CausalConv3d(cfg.latent_channels, ch[-1], 3, padding=pad)
+        blocks: list[nn.Module] = [ResBlock(ch[-1], pad) for _ in range(cfg.mid_layers)]
         for i in reversed(range(len(ch))):
-            for _ in range(cfg.dec_layers):
-                blocks.append(ResBlock(cin, ch[i], pad))
-                cin = ch[i]
-            if i > 0 and (i - 1 < cfg.n_spatial_down or i - 1 < cfg.n_temporal_down):
-                blocks.append(Upsample(cin, i - 1 < cfg.n_spatial_down, i - 1 < cfg.n_temporal_down, pad))
+            blocks += [ResBlock(ch[i], pad, _level_kt(cfg, i)) for _ in range(cfg.dec_layers)]
+            if i > 0:
+                blocks.append(Upsample(ch[i], ch[i - 1], i - 1 < cfg.n_spatial_down, i - 1 < cfg.n_temporal_down, pad))
         self.blocks = nn.Sequential(*blocks)
-        self.conv_out = CausalConv3d(cin, cfg.in_channels * p * p, 3, padding=pad)
+        self.conv_out = CausalConv3d(ch[0], cfg.in_channels * p * p, 3, padding=pad)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.conv_out(self.blocks(self.conv_in(z)))
