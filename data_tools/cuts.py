@@ -1,0 +1,226 @@
+"""Shot-boundary detection: hard cuts and gradual transitions (dissolves, fades through black).
+
+- Hard cuts: an adaptive content detector (as PySceneDetect's AdaptiveDetector): the mean HSV
+  change from the previous frame, divided by the mean change of the frames around it.
+- Dissolves and fades: frame t is compared with frames t-h and t+h. In a blend, the pixels that
+  changed between t-h and t+h sit half-way at t; under motion a pixel has either changed or not
+  yet. `blend` = mean |change| over such half-way pixels, taken as a ratio to the same quantity in
+  the shots around it; `linear` = the share of changed pixels that are half-way.
+- Fades through black: the frame's mean luma dips far below the frames on both sides.
+
+`CutFeatures` consumes analysis-size frames chunk by chunk while they decode and keeps a few numbers
+per frame; `detect_cuts` turns those numbers into cuts afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class CutConfig:
+    """Detector settings. Pixel values are on a 0-255 scale."""
+
+    # hard cuts
+    adaptive_threshold: float = 3.0  # content change / mean change of the `window` frames either side
+    min_content: float = 8.0  # and at least this much mean HSV change
+    window: int = 2
+    # dissolves and fades
+    blend_lag: int = 4  # h: frame t is compared with frames t-h and t+h
+    change_threshold: int = 12  # a pixel "changed" if its luma moved more than this from t-h to t+h
+    min_linear: float = 0.35  # share of changed pixels half-way at t
+    min_blend: float = 0.7  # mean |change| over half-way pixels (per pixel of the frame)
+    blend_ratio: float = 4.0  # and that many times the median of the shots around (2h..10h away)
+    blend_frames: int = 3  # for at least this many frames in a row (a motion burst lasts one or two)
+    # fades through black
+    dip_ratio: float = 0.3  # mean luma below this share of the brightest frame within 1 s on each side
+    min_gap: int = 2  # hard cuts closer than this are one cut; transitions closer than this merge
+
+    def __post_init__(self):
+        if self.blend_lag < 1 or self.window < 1:
+            raise ValueError("cuts.blend_lag and cuts.window must be at least 1")
+
+
+@dataclass
+class Cut:
+    """A shot boundary. `frame` is the first frame of the new shot for a hard cut and the middle of
+    the transition for a gradual one; frames [start, end) belong to neither shot (empty if hard)."""
+
+    frame: int
+    seconds: float
+    kind: str  # "hard" | "gradual"
+    start: int
+    end: int
+
+    def as_dict(self) -> dict:
+        return {
+            "frame": self.frame,
+            "seconds": self.seconds,
+            "kind": self.kind,
+            "start": self.start,
+            "end": self.end,
+        }
+
+
+class CutFeatures:
+    """Per-frame numbers for cut detection from uint8 RGB chunks [n, h, w, 3] and their luma [n, h, w]."""
+
+    def __init__(self, cfg: CutConfig | None = None):
+        self.cfg = cfg or CutConfig()
+        self.h = self.cfg.blend_lag
+        self._parts: dict[str, list[np.ndarray]] = {k: [] for k in ("content", "luma", "blend", "linear")}
+        self._prev_hsv: np.ndarray | None = None
+        self._tail: np.ndarray | None = None  # the last 2h luma frames, for centres in the next chunk
+        self._next_centre = self.h
+        self.num_frames = 0
+
+    def push(self, frames: np.ndarray, gray: np.ndarray) -> None:
+        n, h, w, _ = frames.shape
+        hsv = cv2.cvtColor(np.ascontiguousarray(frames).reshape(n * h, w, 3), cv2.COLOR_RGB2HSV).reshape(
+            n, -1
+        )
+        prev = self._prev_hsv if self._prev_hsv is not None else hsv[0]
+        diff = np.empty(n, np.float64)
+        diff[0] = cv2.absdiff(hsv[0], prev).sum(dtype=np.uint64)
+        if n > 1:
+            diff[1:] = cv2.absdiff(hsv[1:], hsv[:-1]).reshape(n - 1, -1).sum(axis=1, dtype=np.uint64)
+        self._parts["content"].append(diff / hsv.shape[1])
+        self._prev_hsv = hsv[-1].copy()
+
+        flat = np.ascontiguousarray(gray).reshape(n, -1)
+        self._parts["luma"].append(flat.mean(axis=1, dtype=np.float64))
+        buf = np.concatenate([self._tail, flat]) if self._tail is not None else flat
+        self.num_frames += n
+        self._blends(buf, first=self.num_frames - len(buf))
+        self._tail = buf[-2 * self.h :].copy()
+
+    def _blends(self, buf: np.ndarray, first: int) -> None:
+        """Blend features for every centre c whose frames c-h and c+h are now known (uint8 OpenCV ops:
+        this runs on every frame, so it must cost little next to decoding)."""
+        h = self.h
+        lo, hi = self._next_centre - first, len(buf) - h  # positions in buf of the centres to do
+        if hi <= lo:
+            return
+        a, mid, b = buf[lo - h : hi - h], buf[lo:hi], buf[lo + h : hi + h]
+        change = cv2.absdiff(b, a)
+        off_line = cv2.convertScaleAbs(cv2.absdiff(mid, cv2.addWeighted(a, 0.5, b, 0.5, 0)), alpha=4.0)
+        changed = cv2.compare(change, self.cfg.change_threshold, cv2.CMP_GT)
+        halfway = cv2.bitwise_and(
+            changed, cv2.compare(off_line, change, cv2.CMP_LT)
+        )  # |mid - (a+b)/2| < |b-a|/4
+        n_changed = np.count_nonzero(changed, axis=1)
+        self._parts["blend"].append(
+            cv2.bitwise_and(change, halfway).sum(axis=1, dtype=np.uint32) / buf.shape[1]
+        )
+        self._parts["linear"].append(np.count_nonzero(halfway, axis=1) / np.maximum(n_changed, 1))
+        self._next_centre += hi - lo
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Per-frame arrays of equal length; blend features are 0 where t-h or t+h is outside the video."""
+        n = self.num_frames
+        out = {k: _cat(self._parts[k]) for k in ("content", "luma")}
+        for k in ("blend", "linear"):
+            values = _cat(self._parts[k])
+            out[k] = np.zeros(n, np.float32)
+            out[k][self.h : self.h + len(values)] = values
+        return out
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+
+
+def detect_cuts(features: dict[str, np.ndarray], fps: float, cfg: CutConfig | None = None) -> list[Cut]:
+    """Hard and gradual cuts from `CutFeatures.arrays()`, sorted by frame."""
+    cfg = cfg or CutConfig()
+    n = len(features["content"])
+    gradual = _merge(
+        sorted(_blends(features, cfg) + _dips(features["luma"], fps, cfg), key=lambda c: c.start), cfg.min_gap
+    )
+    gradual = [c for c in gradual if c.start > 0 and c.end < n]  # a fade in/out at the ends is no cut
+    for c in gradual:
+        c.seconds = c.frame / fps
+    hard = [
+        Cut(t, t / fps, "hard", t, t)
+        for t in _hard(features["content"], cfg)
+        if not any(c.start - cfg.min_gap <= t <= c.end + cfg.min_gap for c in gradual)
+    ]
+    return sorted(gradual + hard, key=lambda c: c.frame)
+
+
+def _hard(content: np.ndarray, cfg: CutConfig) -> list[int]:
+    n, w = len(content), cfg.window
+    if n < 2:
+        return []
+    padded = np.pad(content, w, mode="edge")
+    padded[w] = 0.0  # frame 0 has no predecessor
+    win = np.lib.stride_tricks.sliding_window_view(padded, 2 * w + 1)
+    around = (win.sum(axis=1) - win[:, w]) / (2 * w)
+    ratio = np.where(
+        around > 1e-3, content / np.maximum(around, 1e-3), np.where(content >= cfg.min_content, 255.0, 0.0)
+    )
+    out: list[int] = []
+    for t in np.flatnonzero((ratio >= cfg.adaptive_threshold) & (content >= cfg.min_content)).tolist():
+        if t == 0:
+            continue
+        if out and t - out[-1] < cfg.min_gap:
+            if content[t] > content[out[-1]]:
+                out[-1] = t
+            continue
+        out.append(t)
+    return out
+
+
+def _blends(features: dict[str, np.ndarray], cfg: CutConfig) -> list[Cut]:
+    blend, linear = features["blend"], features["linear"]
+    h, n = cfg.blend_lag, len(blend)
+    candidate = (linear >= cfg.min_linear) & (blend >= cfg.min_blend)
+    for t in np.flatnonzero(candidate):
+        # a smooth pan can look like a blend too; a transition stands out from the shots around it
+        around = np.concatenate(
+            [blend[max(0, t - 10 * h) : max(0, t - 2 * h + 1)], blend[t + 2 * h : t + 10 * h + 1]]
+        )
+        candidate[t] = around.size > 0 and blend[t] >= cfg.blend_ratio * max(float(np.median(around)), 0.1)
+    runs = [(s, e) for s, e in _runs(candidate) if e - s >= cfg.blend_frames]
+    return [Cut((s + e) // 2, 0.0, "gradual", max(0, s - h), min(n, e + h)) for s, e in runs]
+
+
+def _dips(luma: np.ndarray, fps: float, cfg: CutConfig) -> list[Cut]:
+    """Fades through black: frames far darker than the brightest frame within a second on each side,
+    widened over the ramps down and up."""
+    n, w = len(luma), max(2, int(round(fps)))
+    if n < 3:
+        return []
+    padded = np.pad(luma, w, constant_values=0.0)
+    win = np.lib.stride_tricks.sliding_window_view(padded, w)
+    before, after = win[:n].max(axis=1), win[w + 1 : w + 1 + n].max(axis=1)
+    dark = luma < cfg.dip_ratio * np.minimum(before, after)
+    cuts = []
+    for s, e in _runs(dark):
+        eps = 0.5 + 0.02 * float(min(before[s], after[e - 1]))
+        while s > 0 and luma[s - 1] > luma[s] + eps:
+            s -= 1
+        while e < n and luma[e] > luma[e - 1] + eps:
+            e += 1
+        cuts.append(Cut((s + e) // 2, 0.0, "gradual", s, e))
+    return cuts
+
+
+def _merge(cuts: list[Cut], gap: int) -> list[Cut]:
+    out: list[Cut] = []
+    for c in cuts:
+        if out and c.start <= out[-1].end + gap:
+            last = out[-1]
+            last.end = max(last.end, c.end)
+            last.frame = (last.start + last.end) // 2
+            continue
+        out.append(c)
+    return out
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))

@@ -1,0 +1,36 @@
+"""The synthetic shapes world (our MNIST): seeded captioned clips, long raw videos for curation, and an oracle."""
+
+from vidiff.toyworld.dataset import ToyWorldDataset, generate_dataset
+from vidiff.toyworld.oracle import Oracle, oracle_accuracy
+from vidiff.toyworld.raw import TRANSITIONS, write_raw_video
+from vidiff.toyworld.world import (
+    BACKGROUNDS,
+    COLORS,
+    MOTIONS,
+    SHAPES,
+    SceneSpec,
+    caption,
+    parse_prompt,
+    render,
+    render_frames,
+    sample_spec,
+)
+
+__all__ = [
+    "BACKGROUNDS",
+    "COLORS",
+    "MOTIONS",
+    "Oracle",
+    "SHAPES",
+    "SceneSpec",
+    "TRANSITIONS",
+    "ToyWorldDataset",
+    "caption",
+    "generate_dataset",
+    "oracle_accuracy",
+    "parse_prompt",
+    "render",
+    "render_frames",
+    "sample_spec",
+    "write_raw_video",
+]

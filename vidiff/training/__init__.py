@@ -1,0 +1,1 @@
+"""Training: Lightning modules, data helpers, the VAE latent cache."""

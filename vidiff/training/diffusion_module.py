@@ -1,0 +1,85 @@
+"""Lightning module that trains one diffusion stage on cached VAE latents with v-prediction.
+
+Randomness in a step (timesteps, noise, caption dropout) comes from a generator seeded by
+(seed, global step), and batches depend only on (seed, epoch), so a run resumed from an epoch-end
+checkpoint reproduces the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+
+from vidiff.errors import VidiffError
+from vidiff.models.conditioning import Cond, caption_dropout
+from vidiff.pipelines.stage import DiffusionStage, StageConfig
+from vidiff.training.ema import EMA
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+
+
+@dataclass
+class DiffusionTrainConfig:
+    max_steps: int = 2000
+    steps_per_epoch: int = 100
+    batch_size: int = 32
+    image_batch_size: int = 64
+    image_share: float = 0.0
+    caption_dropout: float = 0.1
+    loss_weighting: str = "min_snr"
+    min_snr_gamma: float = 5.0
+    ema_decay: float = 0.999
+    precision: str = "auto"  # auto = bf16-mixed on a GPU with bf16, else 32-true
+    seed: int = 0
+    num_workers: int = 0
+    log_every: int = 10
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+class DiffusionModule(L.LightningModule):
+    def __init__(self, stage_config: StageConfig, train_config: DiffusionTrainConfig):
+        super().__init__()
+        if train_config.loss_weighting not in ("plain", "min_snr"):
+            raise VidiffError(f"loss_weighting must be 'plain' or 'min_snr', got {train_config.loss_weighting!r}")
+        self.train_config = train_config
+        self.stage = DiffusionStage(stage_config)
+        self.ema = EMA(self.stage.denoiser, train_config.ema_decay)
+
+    def _step_generator(self) -> torch.Generator:
+        gen = torch.Generator(device=self.device)
+        return gen.manual_seed(self.train_config.seed * 1_000_003 + int(self.global_step))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        cfg = self.train_config
+        gen = self._step_generator()
+        latents = batch["latents"].float()
+        cond = Cond(text=batch["text"].to(latents.dtype), text_mask=batch["text_mask"])
+        cond = caption_dropout(cond, cfg.caption_dropout, generator=gen)
+        loss = self.stage.training_loss(latents, cond, cfg.loss_weighting, cfg.min_snr_gamma, generator=gen)
+        frames = latents.shape[2]
+        self.log("train/loss", loss, prog_bar=True, batch_size=latents.shape[0])
+        self.log(f"train/loss_t{frames}", loss, batch_size=latents.shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.ema.update(self.stage.denoiser)
+
+    def configure_optimizers(self):
+        o = self.train_config.optim
+        params = [p for p in self.stage.denoiser.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        warmup = max(o.warmup_steps, 1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def ema_state(self) -> dict[str, torch.Tensor]:
+        return self.ema.shadow.state_dict()

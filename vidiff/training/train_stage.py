@@ -1,0 +1,166 @@
+"""`vidiff train`: fit a diffusion stage on a latent cache with Lightning, then export EMA weights.
+
+The run folder holds Lightning checkpoints (`checkpoints/last.ckpt`, resumed automatically),
+CSV and TensorBoard logs, and `export/`: the stage in safetensors + YAML with its VAE beside it,
+which `vidiff generate --checkpoint RUN/export` reads.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vidiff.config import save_config
+from vidiff.errors import VidiffError
+from vidiff.models.conditioning import encode_captions
+from vidiff.pipelines.cascade import VAE_DIR
+from vidiff.pipelines.stage import StageConfig
+from vidiff.training.batching import JointBatchSampler
+from vidiff.training.diffusion_module import DiffusionModule, DiffusionTrainConfig
+from vidiff.training.latent_cache import load_latent_cache
+
+
+@dataclass
+class DataConfig:
+    latents: str = ""  # a latent cache folder written by `vidiff encode`
+
+
+@dataclass
+class TrainRunConfig:
+    out_dir: str = "runs/base"
+    stage: StageConfig = field(default_factory=StageConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: DiffusionTrainConfig = field(default_factory=DiffusionTrainConfig)
+
+
+class LatentTextDataset(Dataset):
+    """Cached latents [C, t, h, w] with their encoded captions; items are dicts of tensors."""
+
+    def __init__(self, latents: list[torch.Tensor], text: torch.Tensor, text_mask: torch.Tensor):
+        self.latents, self.text, self.text_mask = latents, text, text_mask
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"latents": self.latents[i], "text": self.text[i], "text_mask": self.text_mask[i]}
+
+
+def build_dataset(config: TrainRunConfig, module: DiffusionModule) -> tuple[LatentTextDataset, Path]:
+    cache = load_latent_cache(config.data.latents)
+    stage = config.stage
+    shapes = {tuple(z.shape[-3:-2]) + tuple(z.shape[-2:]) for z in cache.latents}
+    c0 = cache.latents[0].shape[0]
+    if c0 != stage.latent_channels:
+        raise VidiffError(
+            f"latent cache {config.data.latents} has {c0} latent channels but stage.latent_channels is "
+            f"{stage.latent_channels}; set stage.latent_channels={c0} or re-encode with the matching VAE"
+        )
+    spatial = {s[1:] for s in shapes}
+    if spatial != {(stage.latent_height, stage.latent_width)}:
+        raise VidiffError(
+            f"latent cache {config.data.latents} holds latents of size {sorted(spatial)} but the stage generates "
+            f"{stage.latent_height}x{stage.latent_width}; set stage.latent_height/latent_width to match"
+        )
+    text, mask = encode_with_blanks(module.stage.text_encoder, cache.captions)
+    return LatentTextDataset(cache.latents, text, mask), cache.vae_dir
+
+
+def encode_with_blanks(encoder, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode captions once; items without a caption get an all-masked (unconditional) text."""
+    unique = sorted({c for c in captions if c.strip()})
+    encoded = encode_captions(encoder, unique)
+    index = {c: i for i, c in enumerate(unique)}
+    n, length = len(captions), encoded["text"].shape[1]
+    text = torch.zeros(n, length, encoded["text"].shape[2], dtype=encoded["text"].dtype)
+    mask = torch.zeros(n, length, dtype=torch.bool)
+    for i, c in enumerate(captions):
+        if c in index:
+            text[i], mask[i] = encoded["text"][index[c]], encoded["text_mask"][index[c]]
+    return text, mask
+
+
+def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
+    """Train (or resume) the stage described by `config`; returns the export folder."""
+    if not config.data.latents:
+        raise VidiffError("data.latents is not set; pass data.latents=DIR with a cache written by `vidiff encode`")
+    tc = config.train
+    L.seed_everything(tc.seed, verbose=False)
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "train.yaml")
+
+    module = DiffusionModule(config.stage, tc)
+    dataset, vae_dir = build_dataset(config, module)
+    frames = [int(z.shape[1]) for z in dataset.latents]
+    sampler = JointBatchSampler(
+        video_indices=[i for i, t in enumerate(frames) if t > 1],
+        image_indices=[i for i, t in enumerate(frames) if t == 1],
+        batch_size=tc.batch_size,
+        image_batch_size=tc.image_batch_size,
+        image_share=tc.image_share,
+        steps_per_epoch=tc.steps_per_epoch,
+        seed=tc.seed,
+    )
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=tc.num_workers)
+
+    ckpt_dir = out / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    trainer = L.Trainer(
+        max_steps=tc.max_steps,
+        max_epochs=-1,
+        precision=_precision(tc.precision),
+        gradient_clip_val=tc.optim.grad_clip or None,
+        logger=[L.pytorch.loggers.CSVLogger(out, name="logs"), _tensorboard(out)],
+        callbacks=[
+            L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0),
+            _AlignBatchesWithStep(sampler),
+        ],
+        log_every_n_steps=tc.log_every,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=False,
+    )
+    trainer.fit(module, loader, ckpt_path=str(last) if last.is_file() else None)
+    return export_stage(module, out / "export", vae_dir)
+
+
+class _AlignBatchesWithStep(L.Callback):
+    """Start each epoch's batches at the global step, so a resumed run replays the same batches."""
+
+    def __init__(self, sampler: JointBatchSampler):
+        self.sampler = sampler
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.sampler.start_step = trainer.global_step
+
+
+def export_stage(module: DiffusionModule, export_dir: Path, vae_dir: Path) -> Path:
+    """EMA weights + config, and a copy of the VAE, into one self-contained folder."""
+    module.stage.save_pretrained(export_dir, denoiser_state=module.ema_state())
+    target = export_dir / VAE_DIR
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(vae_dir, target)
+    return export_dir
+
+
+def _precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def _tensorboard(out: Path):
+    try:
+        return L.pytorch.loggers.TensorBoardLogger(out, name="tb")
+    except ModuleNotFoundError:  # tensorboard is optional; CSV logs always exist
+        return L.pytorch.loggers.CSVLogger(out, name="tb_unavailable")

