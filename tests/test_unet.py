@@ -175,7 +175,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(VidiffError, match=r"\[B, C, T, H, W\]"):
         model(torch.randn(4, 2, 8, 8), torch.rand(1), _cond(1))
     with pytest.raises(VidiffError, match="head_dim"):
-        load_config(UNetConfig, None, ["model_channels=48", "head_dim=32"])
+        load_config(UNetConfig, None, ["model_channels=48", "head_dim=40"])
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

@@ -65,10 +65,12 @@ class UNetConfig:
         bad = [i for i in self.attention_levels if not 0 <= i < len(self.channel_mults)]
         if bad:
             raise ValueError(f"attention_levels {bad} out of range for {len(self.channel_mults)} levels")
-        for m in self.channel_mults:
-            if (self.model_channels * m) % self.head_dim:
+        last = len(self.channel_mults) - 1
+        for level in sorted(set(self.attention_levels) | ({last} if self.mid_attention else set())):
+            width = self.model_channels * self.channel_mults[level]
+            if width % self.head_dim:
                 raise ValueError(
-                    f"width {self.model_channels * m} is not a multiple of head_dim {self.head_dim}"
+                    f"attention width {width} (level {level}) is not a multiple of head_dim {self.head_dim}"
                 )
         if self.temporal_kernel and self.temporal_kernel % 2 != 1:
             raise ValueError(
