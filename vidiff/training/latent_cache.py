@@ -97,12 +97,14 @@ def encode_manifest(
             batch = jobs[b : b + batch_size]
             videos = torch.stack([_read_window(read_video, row, start, span, s) for row, start in batch])
             z = vae.normalize_latents(vae.encode(videos).mode())
-            n_img = int(rng.binomial(len(batch), s.image_share)) if s.image_share > 0 else 0
-            zi = vae.normalize_latents(vae.encode(videos[:n_img, :, :1]).mode()) if n_img else None
+            # window j also gives an image when floor((j + 1) * share) steps up: exactly the asked share
+            picks = [i for i in range(len(batch)) if int((b + i + 1) * s.image_share) > int((b + i) * s.image_share)]
+            zi = vae.normalize_latents(vae.encode(videos[picks, :, :1]).mode()) if picks else []
+            images = dict(zip(picks, zi))
             for i, (row, _) in enumerate(batch):
                 writer.add(z[i], row.get("caption") or "", str(row.get("id", "")))
-                if zi is not None and i < n_img:
-                    writer.add(zi[i], row.get("caption") or "", str(row.get("id", "")))
+                if i in images:
+                    writer.add(images[i], row.get("caption") or "", str(row.get("id", "")))
     return writer.finish(meta)
 
 
