@@ -74,29 +74,37 @@ def test_resume_matches_uninterrupted_run(tmp_path, cache):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
 
 
-def test_generate_cli_is_deterministic_and_checks_input(tmp_path, cache):
-    export = _run(tmp_path, cache, 2, "gen")
-    def gen(out, *extra):
-        return subprocess.run([sys.executable, "-m", "vidiff", "generate", "--checkpoint", str(export),
-                               "--prompt", "a red circle moving left", "--out", str(out), *extra],
-                              cwd=ROOT, capture_output=True, text=True)
-    r1, r2 = gen(tmp_path / "g1", "--seed", "3"), gen(tmp_path / "g2", "--seed", "3")
-    assert r1.returncode == 0, r1.stderr
+def test_generate_cli_is_deterministic_and_checks_input(tmp_path, cache, capsys):
+    from vidiff.cli import main
     from vidiff.video import read_video
+
+    export = _run(tmp_path, cache, 2, "gen")
+
+    def gen(out, *extra):
+        return main(["generate", "--checkpoint", str(export), "--prompt", "a red circle moving left",
+                     "--out", str(out), *extra])
+
+    # one real subprocess: the installed entry point works as a user calls it
+    r = subprocess.run([sys.executable, "-m", "vidiff", "generate", "--checkpoint", str(export), "--prompt",
+                        "a red circle moving left", "--out", str(tmp_path / "g1"), "--seed", "3"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert gen(tmp_path / "g2", "--seed", "3") == 0
     v1, v2 = read_video(tmp_path / "g1" / "0000.mp4"), read_video(tmp_path / "g2" / "0000.mp4")
     assert v1.shape == (3, 5, 16, 16) and torch.equal(v1, v2)
+    records = [json.loads(line) for line in (tmp_path / "g1" / "prompts.jsonl").read_text().splitlines()]
+    assert records[0]["prompt"] == "a red circle moving left" and records[0]["seed"] == 3
+    capsys.readouterr()
     for args, fragment in [
         (["--sampler", "heun"], "valid names: ddpm, ddim, dpmpp_2m, euler"),
         (["--steps", "0"], "steps must be a positive integer"),
         (["--cfg", "-2"], "cfg scale -2.0 is out of range"),
+        (["--prompt", "  "], "empty"),
     ]:
-        r = gen(tmp_path / "bad", *args)
-        assert r.returncode == 2 and fragment in r.stderr, r.stderr
-    r = subprocess.run([sys.executable, "-m", "vidiff", "generate", "--checkpoint", str(export / "vae"),
-                        "--prompt", "x", "--out", str(tmp_path / "bad")], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 2 and "not a diffusion stage checkpoint" in r.stderr
-    r = gen(tmp_path / "bad", "--prompt", "  ")
-    assert r.returncode == 2 and "empty" in r.stderr
+        assert gen(tmp_path / "bad", *args) == 2
+        assert fragment in capsys.readouterr().err
+    assert main(["generate", "--checkpoint", str(export / "vae"), "--prompt", "x", "--out", str(tmp_path / "bad")]) == 2
+    assert "not a diffusion stage checkpoint" in capsys.readouterr().err
 
 
 def test_cache_mismatch_is_a_clear_error(tmp_path, cache):

@@ -26,14 +26,15 @@ DIRECTIONS = ("left", "right", "up", "down")
 @dataclass
 class DemoConfig:
     seed: int = 0
-    raw_videos: int = 40
+    raw_videos: int = 80
     scenes_per_video: int = 8
     raw_size: int = 64
     holdout_per_motion: int = 3  # (colour, shape) pairs per direction never shown in training
     vae_config: str = str(CONFIGS / "toy" / "vae.yaml")
-    vae_overrides: list[str] = field(default_factory=list)
+    # CPU budget: the configs' full runs are longer than the demo's ~20 minutes on 2 cores
+    vae_overrides: list[str] = field(default_factory=lambda: ["train.steps=600"])
     base_config: str = str(CONFIGS / "toy" / "base_unet.yaml")
-    base_overrides: list[str] = field(default_factory=list)
+    base_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=1500"])
     clip_frames: int = 9
     clip_stride: int = 2  # raw videos run at 12 fps; every 2nd frame gives clearer motion per clip
     size: int = 32
