@@ -181,7 +181,7 @@ def test_every_vae_config_is_found():
 
 @pytest.mark.parametrize("path", _vae_configs(), ids=lambda p: p.parent.name)
 def test_config_shapes(path):
-    from vidiff.training.vae_module import VAETrainConfig
+    from vidiff.training.vae_config import VAETrainConfig
 
     cfg = load_config(VAETrainConfig, path)
     m, d = cfg.model, cfg.data
@@ -201,7 +201,7 @@ def test_config_shapes(path):
 
 
 def test_gpu_config_is_real_size():
-    from vidiff.training.vae_module import VAETrainConfig
+    from vidiff.training.vae_config import VAETrainConfig
 
     m = load_config(VAETrainConfig, ROOT / "configs/gpu/vae.yaml").model
     assert (m.temporal_compression, m.spatial_compression, m.latent_channels) == (4, 8, 16)

@@ -203,10 +203,13 @@ def _register_train_vae(sub) -> None:
 
 def _run_train_vae(args) -> int:
     from vidiff.config import load_config
-    from vidiff.training.vae_module import VAETrainConfig, read_train_summary, train_vae
+    from vidiff.training.vae_config import VAETrainConfig
 
     overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out else [])
-    s = read_train_summary(train_vae(load_config(VAETrainConfig, args.config, overrides)))
+    cfg = load_config(VAETrainConfig, args.config, overrides)  # config errors before the slow Lightning import
+    from vidiff.training.vae_module import read_train_summary, train_vae
+
+    s = read_train_summary(train_vae(cfg))
     print(
         f"trained {s['steps']} steps in {s['train_wall_s']:.0f} s wall ({s['train_cpu_s']:.0f} s CPU); "
         f"held-out toy PSNR {s['heldout_psnr_db']:.2f} dB; weights: {s['out_dir']}"
@@ -244,9 +247,7 @@ def _run_eval_vae(args) -> int:
     if args.samples:
         import torch
 
-        from vidiff.training.vae_module import toy_videos
-
-        clips = torch.stack(toy_videos(6, args.frames, args.size, args.size, vae_eval.HELD_OUT_SEED))
+        clips = torch.stack(vae_eval.toy_videos(6, args.frames, args.size, args.size, vae_eval.HELD_OUT_SEED))
         print(f"samples: {vae_eval.side_by_side(vae, clips, args.samples)}")
     return 0
 

@@ -194,7 +194,7 @@ def main() -> None:
     # 3. GPU config size
     from vidiff.config import load_config
     from vidiff.models.vae import count_parameters
-    from vidiff.training.vae_module import VAETrainConfig
+    from vidiff.training.vae_config import VAETrainConfig
 
     n = count_parameters(load_config(VAETrainConfig, ROOT / "configs/gpu/vae.yaml").model)
     print(f"configs/gpu/vae.yaml: {n / 1e6:.1f} M parameters")

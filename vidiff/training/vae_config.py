@@ -1,0 +1,61 @@
+"""Config of a VAE training run (`vidiff train-vae --config ...`): model, toy-world data, losses, optimiser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vidiff.models.vae import VAEConfig
+
+
+@dataclass
+class VAEDataConfig:
+    num_samples: int = 2000  # toy-world clips, rendered once and kept in memory
+    num_frames: int = 9
+    height: int = 32
+    width: int = 32
+    image_share: float = 0.0  # share of batches that are images (T == 1)
+    seed: int = 0
+
+
+@dataclass
+class VAELossConfig:
+    l1_weight: float = 1.0
+    mse_weight: float = 0.0
+    grad_weight: float = 0.0  # L1 on spatial finite differences: sharper edges without a pretrained perceptual net
+    kl_weight: float = 1e-6  # on KL summed over latents / number of pixels (the LDM convention)
+    adv_weight: float = 0.0  # 0: no discriminator
+    adv_start_step: int = 2000  # the discriminator joins late, once reconstructions are decent
+    disc_channels: int = 32
+
+
+@dataclass
+class VAEOptimConfig:
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05  # cosine decay to lr * min_lr_ratio
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    disc_lr: float = 2e-4
+    sample_posterior: bool = True
+    checkpoint_every: int = 500
+    threads: int | None = None  # torch CPU threads; None: torch's default
+    seed: int = 0
+
+
+@dataclass
+class VAEEvalConfig:
+    num_samples: int = 64  # held-out toy clips (a seed the training data never uses)
+    seed: int = 1_000_003
+
+
+@dataclass
+class VAETrainConfig:
+    model: VAEConfig = field(default_factory=VAEConfig)
+    data: VAEDataConfig = field(default_factory=VAEDataConfig)
+    loss: VAELossConfig = field(default_factory=VAELossConfig)
+    train: VAEOptimConfig = field(default_factory=VAEOptimConfig)
+    eval: VAEEvalConfig = field(default_factory=VAEEvalConfig)
+    out_dir: str = "runs/vae_toy"
