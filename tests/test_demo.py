@@ -28,5 +28,5 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tmp_path):
     # a second run finds every step's outputs and skips the training
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]
-    timings = {t["step"]: t["seconds"] for t in json.loads((tmp_path / "demo" / "report" / "report.json").read_text())["timings"]}
-    assert timings["base U-Net training"] < 60
+    trained = [p for p in (tmp_path / "demo" / "base" / "logs").glob("version_*/metrics.csv") if "train/loss" in p.read_text()]
+    assert [p.parent.name for p in trained] == ["version_0"]  # the rerun trained no step
