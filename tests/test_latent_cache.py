@@ -1,6 +1,7 @@
 """`vidiff encode`: toy-world clips or a manifest's kept clips -> normalised latent shards with captions."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,15 @@ from vidiff.models.vae import CausalVAE3D, VAEConfig
 from vidiff.training.latent_cache import encode_toyworld, load_latent_cache
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: with 2 threads on a shared 2-core machine each op waits on the other thread (~10x slower).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +64,8 @@ def test_bad_frame_count_is_a_clear_error(vae_dir, tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "vidiff", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "vidiff", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_encode_cli_toyworld(vae_dir, tmp_path):

@@ -1,6 +1,7 @@
 """VAE training: `vidiff train-vae` writes loadable weights, resumes, the GAN term runs; `vidiff eval-vae` prints PSNR."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,15 @@ from vidiff.training.vae_config import VAETrainConfig
 from vidiff.training.vae_eval import psnr
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: with 2 threads on a shared 2-core machine each op waits on the other thread (~10x slower).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 TINY = [
     "model.block_out_channels=[8,8,16]",
     "model.latent_channels=4",
@@ -26,7 +36,8 @@ TINY = [
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "vidiff", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "vidiff", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
 
 
 @pytest.fixture(scope="module")

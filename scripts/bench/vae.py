@@ -132,7 +132,7 @@ def measure(spec: dict, threads: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (1: steadiest on a shared machine)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of ours vs CogVideoX")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--worker", help=argparse.SUPPRESS)

@@ -46,11 +46,13 @@ class VAEConfig:
     # Memory bounds, on by default; they switch on only above these sizes.
     tiling: bool = True
     tile_sample_size: int = 256  # pixels; frames larger than this in H or W are tiled
-    tile_overlap: int = 64  # pixels of overlap between neighbouring tiles, blended linearly
+    tile_overlap: int = 64  # pixels of overlap between neighbouring tiles, cross-faded
     chunking: bool = True
     chunk_latent_frames: int = 2  # latent frames per temporal chunk
 
     def __post_init__(self):
+        if not self.block_out_channels or min(self.layers_per_block, self.dec_layers, self.mid_layers) < 0:
+            raise ConfigError("vae: block_out_channels must be non-empty and layer counts >= 0")
         n_trans = len(self.block_out_channels) - 1
         for name in ("temporal_compression", "spatial_compression", "patch_size"):
             v = getattr(self, name)
@@ -73,8 +75,6 @@ class VAEConfig:
             )
         if not 0 <= self.tile_overlap < self.tile_sample_size:
             raise ConfigError("vae.tile_overlap must be >= 0 and smaller than vae.tile_sample_size")
-        if min(self.layers_per_block, self.dec_layers, self.mid_layers) < 0 or not self.block_out_channels:
-            raise ConfigError("vae: block_out_channels must be non-empty and layer counts >= 0")
         if self.chunk_latent_frames < 1:
             raise ConfigError("vae.chunk_latent_frames must be >= 1")
 

@@ -55,6 +55,11 @@ class VAEModule(pl.LightningModule):
         self.vae = CausalVAE3D(cfg.model)
         self.disc = PatchDiscriminator3D(cfg.model.in_channels, cfg.loss.disc_channels) if cfg.loss.adv_weight > 0 else None
         self.automatic_optimization = False  # two optimizers when the discriminator is on
+        self.batch_sampler = None  # a JointBatchSampler: each epoch starts at the global step (exact resume)
+
+    def on_train_epoch_start(self) -> None:
+        if self.batch_sampler is not None:
+            self.batch_sampler.start_step = self.global_step
 
     def configure_optimizers(self):
         t = self.cfg.train
@@ -138,7 +143,7 @@ def _train_loader(cfg: VAETrainConfig):
     sampler = JointBatchSampler(
         vids, imgs, cfg.train.batch_size, image_share=d.image_share, steps_per_epoch=100, seed=cfg.train.seed
     )
-    return torch.utils.data.DataLoader(_VideoTensorDataset(videos), batch_sampler=sampler, num_workers=0)
+    return torch.utils.data.DataLoader(_VideoTensorDataset(videos), batch_sampler=sampler, num_workers=0), sampler
 
 
 def train_vae(cfg: VAETrainConfig) -> Path:
@@ -169,7 +174,8 @@ def train_vae(cfg: VAETrainConfig) -> Path:
         num_sanity_val_steps=0,
     )
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    trainer.fit(module, train_dataloaders=_train_loader(cfg), ckpt_path=str(resume) if resume.is_file() else None)
+    loader, module.batch_sampler = _train_loader(cfg)
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=str(resume) if resume.is_file() else None)
     train_wall, train_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     if trainer.global_step < cfg.train.steps:
         raise VidiffError(f"training stopped at step {trainer.global_step} of {cfg.train.steps}; rerun to resume")
