@@ -284,3 +284,23 @@ def test_posterior_sample_and_kl():
     assert (dist.kl() >= 0).all()
     z = dist.mode()
     torch.testing.assert_close(vae.denormalize_latents(vae.normalize_latents(z)), z)
+
+
+@torch.no_grad()
+def test_fold_and_unfold_shortcuts_invert_block_constant_video():
+    """The residual paths are an average-pool autoencoder: a video constant over 2x2 pixels and causal frame pairs
+    (frame 0 alone) survives fold -> unfold exactly, chunk after chunk too; any other video comes back averaged."""
+    from vidiff.models.vae import FoldShortcut, UnfoldShortcut
+
+    fold, unfold = FoldShortcut(16, spatial=True, temporal=True), UnfoldShortcut(4, spatial=True, temporal=True)
+    coarse = torch.randn(2, 4, 4, 3, 5)  # [B, C, 1 + k, H/2, W/2]
+    frames = torch.cat([coarse[:, :, :1], coarse[:, :, 1:].repeat_interleave(2, dim=2)], dim=2)
+    x = frames.repeat_interleave(2, dim=3).repeat_interleave(2, dim=4)  # 7 frames, 6 x 10
+    z = fold(x)
+    assert z.shape == (2, 16, 4, 3, 5)
+    torch.testing.assert_close(unfold(z), x)
+    with streaming(fold):
+        chunked = torch.cat([fold(x[:, :, :3]), fold(x[:, :, 3:])], dim=2)
+    torch.testing.assert_close(chunked, z)
+    noisy = x + 0.1 * torch.randn_like(x)
+    assert (unfold(fold(noisy)) - noisy).abs().max() > 1e-2

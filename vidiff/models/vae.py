@@ -18,7 +18,7 @@ from torch import nn
 
 from vidiff.config import load_config, save_config
 from vidiff.errors import ConfigError, VidiffError
-from vidiff.models.causal_conv import CausalConv3d, CausalTimeUpsample, conv3d, streaming
+from vidiff.models.causal_conv import CausalConv3d, CausalTimeUpsample, Streamable, conv3d, streaming
 
 CONFIG_NAME = "config.yaml"
 WEIGHTS_NAME = "model.safetensors"
@@ -40,6 +40,10 @@ class VAEConfig:
     # the causal resampling convs and the deeper levels. Cuts full-resolution compute ~3x.
     spatial_only_levels: int = 0
     causal_padding: Literal["replicate", "zeros"] = "replicate"
+    # Parameter-free residual paths around every resampler and the latent bottleneck (DC-AE style): space/time
+    # folded into channels and averaged on the way down, repeated and unfolded on the way up. The network then
+    # learns a correction to a fixed average-pool autoencoder.
+    shortcuts: bool = True
     # Latent normalisation for diffusion: z_diff = (z - latent_mean) / latent_std (set after training).
     latent_mean: float = 0.0
     latent_std: float = 1.0
@@ -121,13 +125,82 @@ class ResBlock(nn.Module):
         return x + self.conv2(self.act(self.norm2(h)))
 
 
+def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor | None:
+    """Average groups of neighbouring channels, or repeat each channel, to get `channels`; None if neither fits."""
+    c = x.shape[1]
+    if c == channels:
+        return x
+    if c % channels == 0:
+        return x.unflatten(1, (channels, c // channels)).mean(2)
+    if channels % c == 0:
+        return x.repeat_interleave(channels // c, dim=1)
+    return None
+
+
+class FoldShortcut(Streamable):
+    """The residual path of a Downsample: 2x2 space and/or causal frame pairs folded into channels, then
+    averaged down to `cout`. Frame 0 pairs with itself, so 1 + 2k frames give 1 + k (chunk after chunk too)."""
+
+    def __init__(self, cout: int, spatial: bool, temporal: bool):
+        super().__init__()
+        self.cout, self.spatial, self.temporal = cout, spatial, temporal
+        self._pending: torch.Tensor | None = None
+
+    def reset_stream(self) -> None:
+        self._pending = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        if self.spatial:
+            x = rearrange(x, "b c t (h p) (w q) -> b (c p q) t h w", p=2, q=2)
+        if self.temporal:
+            past = x[:, :, :1] if not self.streaming or self._pending is None else self._pending
+            x = torch.cat([past, x], dim=2)
+            n = x.shape[2] // 2 * 2  # an odd frame left over waits for the next chunk (or is dropped, as the conv does)
+            if self.streaming:
+                self._pending = x[:, :, n:]
+            x = rearrange(x[:, :, :n], "b c (t r) h w -> b (c r) t h w", r=2)
+        return match_channels(x, self.cout)
+
+
+class UnfoldShortcut(Streamable):
+    """The residual path of an Upsample (the inverse of FoldShortcut): channels repeated up to what `cout`
+    channels at 2x2 space and/or 2x time need, then unfolded; the first frame of a video stays one frame."""
+
+    def __init__(self, cout: int, spatial: bool, temporal: bool):
+        super().__init__()
+        self.cout, self.spatial, self.temporal = cout, spatial, temporal
+        self._started = False
+
+    def reset_stream(self) -> None:
+        self._started = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        x = match_channels(x, self.cout * (4 if self.spatial else 1) * (2 if self.temporal else 1))
+        if x is None:
+            return None
+        if self.temporal:
+            x = rearrange(x, "b (c r) t h w -> b c (t r) h w", r=2)
+            if not (self.streaming and self._started):
+                x = x[:, :, 1:]
+            self._started = self.streaming
+        if self.spatial:
+            x = rearrange(x, "b (c p q) t h w -> b c t (h p) (w q)", p=2, q=2)
+        return x
+
+
+def _plus_shortcut(y: torch.Tensor, shortcut: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+    s = None if shortcut is None else shortcut(x)
+    return y if s is None else y + s
+
+
 class Downsample(nn.Module):
     """cin -> cout channels while halving H, W (strided 3x3 conv per frame) and/or T (causal strided conv:
     1 + 2k -> 1 + k frames); a 1x1x1 conv when it only changes channels."""
 
-    def __init__(self, cin: int, cout: int, spatial: bool, temporal: bool, padding: str):
+    def __init__(self, cin: int, cout: int, spatial: bool, temporal: bool, padding: str, shortcut: bool = False):
         super().__init__()
         self.spatial = self.temporal = self.proj = None
+        self.shortcut = FoldShortcut(cout, spatial, temporal) if shortcut else None
         if spatial:
             self.spatial = nn.Conv3d(cin, cout, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
         if temporal:
@@ -137,19 +210,22 @@ class Downsample(nn.Module):
             self.proj = nn.Conv3d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
         for conv in (self.spatial, self.proj):
             if conv is not None:
-                x = conv3d(conv, x)
-        return x if self.temporal is None else self.temporal(x)
+                y = conv3d(conv, y)
+        y = y if self.temporal is None else self.temporal(y)
+        return _plus_shortcut(y, self.shortcut, x)
 
 
 class Upsample(nn.Module):
     """Inverse of Downsample: cin -> cout channels, causal time doubling (1 + k -> 1 + 2k frames) and/or
     sub-pixel 2x spatial upsampling."""
 
-    def __init__(self, cin: int, cout: int, spatial: bool, temporal: bool, padding: str):
+    def __init__(self, cin: int, cout: int, spatial: bool, temporal: bool, padding: str, shortcut: bool = False):
         super().__init__()
         self.spatial = self.temporal = self.proj = None
+        self.shortcut = UnfoldShortcut(cout, spatial, temporal) if shortcut else None
         c = cin
         if temporal:
             self.temporal = CausalTimeUpsample(cin, cout, padding)
@@ -165,13 +241,14 @@ class Upsample(nn.Module):
             self.proj = nn.Conv3d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
         if self.temporal is not None:
-            x = self.temporal(x)
+            y = self.temporal(y)
         if self.spatial is not None:
-            x = rearrange(conv3d(self.spatial, x), "b (c p q) t h w -> b c t (h p) (w q)", p=2, q=2)
+            y = rearrange(conv3d(self.spatial, y), "b (c p q) t h w -> b c t (h p) (w q)", p=2, q=2)
         if self.proj is not None:
-            x = conv3d(self.proj, x)
-        return x
+            y = conv3d(self.proj, y)
+        return _plus_shortcut(y, self.shortcut, x)
 
 
 def _level_kt(cfg: VAEConfig, level: int) -> int:
@@ -188,17 +265,26 @@ class Encoder(nn.Module):
         for i, c in enumerate(ch):
             blocks += [ResBlock(c, pad, _level_kt(cfg, i)) for _ in range(cfg.layers_per_block)]
             if i < len(ch) - 1:
-                blocks.append(Downsample(c, ch[i + 1], i < cfg.n_spatial_down, i < cfg.n_temporal_down, pad))
+                blocks.append(
+                    Downsample(c, ch[i + 1], i < cfg.n_spatial_down, i < cfg.n_temporal_down, pad, cfg.shortcuts)
+                )
         blocks += [ResBlock(ch[-1], pad) for _ in range(cfg.mid_layers)]
         self.blocks = nn.Sequential(*blocks)
         # No norm + activation before conv_out (unlike SD's VAE): on the toy world it slowed training ~2x.
         self.conv_out = CausalConv3d(ch[-1], 2 * cfg.latent_channels, 3, padding=pad)
         with torch.no_grad():  # start with a small posterior std, so early samples are not pure noise
             self.conv_out.conv.bias[cfg.latent_channels :].fill_(-6.0)
+        self.latent_channels, self.shortcut = cfg.latent_channels, cfg.shortcuts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = rearrange(x, "b c t (h p) (w q) -> b (c p q) t h w", p=self.patch, q=self.patch)
-        return self.conv_out(self.blocks(self.conv_in(x)))
+        h = self.blocks(self.conv_in(x))
+        moments = self.conv_out(h)
+        mean_shortcut = match_channels(h, self.latent_channels) if self.shortcut else None
+        if mean_shortcut is None:
+            return moments
+        mean, logvar = moments.chunk(2, dim=1)
+        return torch.cat([mean + mean_shortcut, logvar], dim=1)
 
 
 class Decoder(nn.Module):
@@ -211,12 +297,17 @@ class Decoder(nn.Module):
         for i in reversed(range(len(ch))):
             blocks += [ResBlock(ch[i], pad, _level_kt(cfg, i)) for _ in range(cfg.dec_layers)]
             if i > 0:
-                blocks.append(Upsample(ch[i], ch[i - 1], i - 1 < cfg.n_spatial_down, i - 1 < cfg.n_temporal_down, pad))
+                blocks.append(
+                    Upsample(ch[i], ch[i - 1], i - 1 < cfg.n_spatial_down, i - 1 < cfg.n_temporal_down, pad, cfg.shortcuts)
+                )
         self.blocks = nn.Sequential(*blocks)
         self.conv_out = CausalConv3d(ch[0], cfg.in_channels * p * p, 3, padding=pad)
+        self.width, self.shortcut = ch[-1], cfg.shortcuts
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.conv_out(self.blocks(self.conv_in(z)))
+        h = self.conv_in(z)
+        z_shortcut = match_channels(z, self.width) if self.shortcut else None
+        x = self.conv_out(self.blocks(h if z_shortcut is None else h + z_shortcut))
         return rearrange(x, "b (c p q) t h w -> b c t (h p) (w q)", p=self.patch, q=self.patch)
 
 
