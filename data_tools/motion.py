@@ -48,21 +48,23 @@ class FlowSampler:
         self.fps = fps
         self.step = sample_step(fps, self.cfg.sample_fps)
         self.pairs: list[tuple[int, int, float]] = []  # (frame a, frame b, score of flow a -> b)
-        self._prev: tuple[int, np.ndarray] | None = None
+        self._prev: tuple[int, np.ndarray, np.ndarray | None] | None = None  # index, frame, gradient
         self._next_index = 0
         self._dis = None
 
     def push(self, frames: np.ndarray) -> None:
         first = self._next_index
         self._next_index += len(frames)
+        edges = self.cfg.statistic == "edge_mean"
         for k in range(-first % self.step, len(frames), self.step):
             gray = frames[k]
+            grad = _gradient(gray) if edges else None  # each sample is in two pairs: compute it once
             if self._prev is not None:
-                a, prev = self._prev
-                self.pairs.append((a, first + k, self._score(prev, gray, first + k - a)))
-            self._prev = (first + k, gray)
+                a, prev, prev_grad = self._prev
+                self.pairs.append((a, first + k, self._score(prev, gray, first + k - a, prev_grad, grad)))
+            self._prev = (first + k, gray, grad)
 
-    def _score(self, a: np.ndarray, b: np.ndarray, gap: int) -> float:
+    def _score(self, a: np.ndarray, b: np.ndarray, gap: int, grad_a=None, grad_b=None) -> float:
         if self.cfg.method == "dis":
             if self._dis is None:
                 self._dis = _dis_for(a.shape)
@@ -73,11 +75,12 @@ class FlowSampler:
         if self.cfg.statistic == "mean":
             value = float(mag.mean())
         else:
-            weight = np.maximum(np.maximum(_gradient(a), _gradient(b)) - self.cfg.edge_floor, 0.0)
+            weight = cv2.max(grad_a, grad_b)
+            weight -= self.cfg.edge_floor
+            np.maximum(weight, 0.0, out=weight)
             total = float(weight.sum())
-            value = (
-                float((mag * weight).sum()) / total if total > 0 else 0.0
-            )  # no texture: nothing seen moving
+            # no texture: nothing seen moving
+            value = float(np.dot(mag.ravel(), weight.ravel())) / total if total > 0 else 0.0
         return value / a.shape[1] * self.fps / gap  # frame widths per second
 
     def arrays(self) -> np.ndarray:
