@@ -95,10 +95,19 @@ def main() -> None:
                 for i in range(0, len(g) - step, step):
                     dis.calc(g[i], g[i + step], None)
 
+        def decode_one_thread():  # not a ceiling of the bench: shows what frame threads cost here
+            import av
+
+            for p in paths:
+                with av.open(p) as c:
+                    for _ in c.decode(c.streams.video[0]):
+                        pass
+
         us = {}
         for name, fn in {
             DECODERS[0]: lambda: decode_pyav(paths),
             DECODERS[1]: lambda: decode_analysis(paths),
+            "(decode only, PyAV full size, one thread)": decode_one_thread,
             "ours: whole pipeline": lambda: ours(paths),
             "step: gray conversion": gray_step,
             "step: cut features + detect_cuts": cut_features,
