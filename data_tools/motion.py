@@ -48,7 +48,7 @@ class FlowSampler:
         self.fps = fps
         self.step = sample_step(fps, self.cfg.sample_fps)
         self.pairs: list[tuple[int, int, float]] = []  # (frame a, frame b, score of flow a -> b)
-        self._prev: tuple[int, np.ndarray] | None = None
+        self._prev: tuple[int, np.ndarray, np.ndarray | None] | None = None  # index, frame, weight
         self._next_index = 0
         self._dis = None
 
@@ -57,12 +57,22 @@ class FlowSampler:
         self._next_index += len(frames)
         for k in range(-first % self.step, len(frames), self.step):
             gray = frames[k]
+            weight = self._edge_weight(gray)  # each sample is in two pairs: computed once
             if self._prev is not None:
-                a, prev = self._prev
-                self.pairs.append((a, first + k, self._score(prev, gray, first + k - a)))
-            self._prev = (first + k, gray)
+                a, prev, prev_weight = self._prev
+                self.pairs.append((a, first + k, self._score(prev, gray, first + k - a, prev_weight, weight)))
+            self._prev = (first + k, gray, weight)
 
-    def _score(self, a: np.ndarray, b: np.ndarray, gap: int) -> float:
+    def _edge_weight(self, img: np.ndarray) -> np.ndarray | None:
+        """max(gradient - edge_floor, 0); a pair's weight max(max(ga, gb) - floor, 0) is the larger
+        of its two frames' weights."""
+        if self.cfg.statistic != "edge_mean":
+            return None
+        grad = _gradient(img)
+        grad -= self.cfg.edge_floor
+        return cv2.threshold(grad, 0.0, 0.0, cv2.THRESH_TOZERO, dst=grad)[1]
+
+    def _score(self, a: np.ndarray, b: np.ndarray, gap: int, weight_a, weight_b) -> float:
         if self.cfg.method == "dis":
             if self._dis is None:
                 self._dis = _dis_for(a.shape)
@@ -73,11 +83,10 @@ class FlowSampler:
         if self.cfg.statistic == "mean":
             value = float(mag.mean())
         else:
-            weight = np.maximum(np.maximum(_gradient(a), _gradient(b)) - self.cfg.edge_floor, 0.0)
-            total = float(weight.sum())
-            value = (
-                float((mag * weight).sum()) / total if total > 0 else 0.0
-            )  # no texture: nothing seen moving
+            weight = cv2.max(weight_a, weight_b)
+            total = cv2.sumElems(weight)[0]
+            # no texture: nothing seen moving
+            value = float(mag.ravel().dot(weight.ravel())) / total if total > 0 else 0.0
         return value / a.shape[1] * self.fps / gap  # frame widths per second
 
     def arrays(self) -> np.ndarray:
