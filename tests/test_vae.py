@@ -13,13 +13,7 @@ from vidiff.models.vae import CausalVAE3D, VAEConfig, count_parameters
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: with 2 threads on a shared 2-core machine each op waits on the other thread (~10x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**kw) -> CausalVAE3D:

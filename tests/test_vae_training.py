@@ -17,13 +17,8 @@ from vidiff.training.vae_eval import psnr
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: with 2 threads on a shared 2-core machine each op waits on the other thread (~10x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = [
     "model.block_out_channels=[8,8,16]",
     "model.latent_channels=4",

@@ -32,9 +32,9 @@ class DemoConfig:
     holdout_per_motion: int = 3  # (colour, shape) pairs per direction never shown in training
     vae_config: str = str(CONFIGS / "toy" / "vae.yaml")
     # CPU budget: the configs' full runs are longer than the demo's ~20 minutes on 2 cores
-    vae_overrides: list[str] = field(default_factory=lambda: ["train.steps=600"])
+    vae_overrides: list[str] = field(default_factory=list)
     base_config: str = str(CONFIGS / "toy" / "base_unet.yaml")
-    base_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=1500"])
+    base_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=2400"])
     clip_frames: int = 9
     clip_stride: int = 2  # raw videos run at 12 fps; every 2nd frame gives clearer motion per clip
     size: int = 32

@@ -7,12 +7,13 @@ checkpoint reproduces the uninterrupted run exactly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import lightning as L
 import torch
 
-from vidiff.errors import VidiffError
+from vidiff.errors import ConfigError, VidiffError
 from vidiff.models.conditioning import Cond, caption_dropout
 from vidiff.pipelines.stage import DiffusionStage, StageConfig
 from vidiff.training.ema import EMA
@@ -25,6 +26,22 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     warmup_steps: int = 100
     grad_clip: float = 1.0
+    decay: str = "constant"  # after warm-up: "constant", or "cosine" down to lr * min_lr_ratio at train.max_steps
+    min_lr_ratio: float = 0.1
+
+    def __post_init__(self):
+        if self.decay not in ("constant", "cosine"):
+            raise ConfigError(f"train.optim.decay must be 'constant' or 'cosine', got {self.decay!r}")
+
+
+def lr_factor(step: int, optim: OptimConfig, max_steps: int) -> float:
+    """Multiplier of optim.lr at a step: linear warm-up, then constant or cosine decay."""
+    if step < optim.warmup_steps:
+        return (step + 1) / optim.warmup_steps
+    if optim.decay == "constant":
+        return 1.0
+    frac = min(1.0, (step - optim.warmup_steps) / max(1, max_steps - optim.warmup_steps))
+    return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
 
 
 @dataclass
@@ -77,8 +94,8 @@ class DiffusionModule(L.LightningModule):
         o = self.train_config.optim
         params = [p for p in self.stage.denoiser.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        warmup = max(o.warmup_steps, 1)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        max_steps = self.train_config.max_steps
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, o, max_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def ema_state(self) -> dict[str, torch.Tensor]:
