@@ -93,9 +93,8 @@ def evaluate_toyworld(
     num_videos: int = 12, work_dir: str | Path | None = None, seed: int = 0, workers: int = 0, cfg=None
 ) -> dict:
     """Write `num_videos` toy-world raw videos, curate them, score against their truth."""
-    from vidiff.toyworld import write_raw_video
-
     from data_tools.curate import curate
+    from vidiff.toyworld import write_raw_video
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(work_dir or tmp)

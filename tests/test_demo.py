@@ -1,8 +1,8 @@
 """`vidiff demo` end to end at a tiny size: every step runs and the report holds scores and videos."""
 
 import json
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest

@@ -2,8 +2,8 @@
 generate, exact resume, and the checks a user meets on the way."""
 
 import json
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +112,17 @@ def test_cache_mismatch_is_a_clear_error(tmp_path, cache):
         _run(tmp_path, cache, 1, "bad", ["stage.latent_channels=8", "stage.denoiser.unet.in_channels=8"])
     with pytest.raises(VidiffError, match="not a complete latent cache"):
         load_latent_cache(tmp_path)
+
+
+def test_lr_warms_up_then_decays_by_cosine_to_the_floor():
+    from vidiff.errors import ConfigError
+    from vidiff.training.diffusion_module import OptimConfig, lr_factor
+
+    cosine = OptimConfig(warmup_steps=10, decay="cosine", min_lr_ratio=0.1)
+    f = [lr_factor(s, cosine, 110) for s in range(130)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0) and f[10] == pytest.approx(1.0)
+    assert f[60] == pytest.approx(0.55)  # half way through the decay
+    assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[110] == f[129] == pytest.approx(0.1)
+    assert lr_factor(100, OptimConfig(warmup_steps=10), 110) == 1.0  # "constant" stays at lr
+    with pytest.raises(ConfigError, match="cosine"):
+        OptimConfig(decay="linear")

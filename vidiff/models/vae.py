@@ -92,7 +92,9 @@ class VAEConfig:
 
     @property
     def dec_layers(self) -> int:
-        return self.layers_per_block if self.decoder_layers_per_block is None else self.decoder_layers_per_block
+        return (
+            self.layers_per_block if self.decoder_layers_per_block is None else self.decoder_layers_per_block
+        )
 
 
 class ChannelRMSNorm(nn.Module):
@@ -155,7 +157,9 @@ class FoldShortcut(Streamable):
         if self.temporal:
             past = x[:, :, :1] if not self.streaming or self._pending is None else self._pending
             x = torch.cat([past, x], dim=2)
-            n = x.shape[2] // 2 * 2  # an odd frame left over waits for the next chunk (or is dropped, as the conv does)
+            n = (
+                x.shape[2] // 2 * 2
+            )  # an odd frame left over waits for the next chunk (or is dropped, as the conv does)
             if self.streaming:
                 self._pending = x[:, :, n:]
             x = rearrange(x[:, :, :n], "b c (t r) h w -> b (c r) t h w", r=2)
@@ -197,7 +201,9 @@ class Downsample(nn.Module):
     """cin -> cout channels while halving H, W (strided 3x3 conv per frame) and/or T (causal strided conv:
     1 + 2k -> 1 + k frames); a 1x1x1 conv when it only changes channels."""
 
-    def __init__(self, cin: int, cout: int, spatial: bool, temporal: bool, padding: str, shortcut: bool = False):
+    def __init__(
+        self, cin: int, cout: int, spatial: bool, temporal: bool, padding: str, shortcut: bool = False
+    ):
         super().__init__()
         self.spatial = self.temporal = self.proj = None
         self.shortcut = FoldShortcut(cout, spatial, temporal) if shortcut else None
@@ -222,7 +228,9 @@ class Upsample(nn.Module):
     """Inverse of Downsample: cin -> cout channels, causal time doubling (1 + k -> 1 + 2k frames) and/or
     sub-pixel 2x spatial upsampling."""
 
-    def __init__(self, cin: int, cout: int, spatial: bool, temporal: bool, padding: str, shortcut: bool = False):
+    def __init__(
+        self, cin: int, cout: int, spatial: bool, temporal: bool, padding: str, shortcut: bool = False
+    ):
         super().__init__()
         self.spatial = self.temporal = self.proj = None
         self.shortcut = UnfoldShortcut(cout, spatial, temporal) if shortcut else None
@@ -266,7 +274,9 @@ class Encoder(nn.Module):
             blocks += [ResBlock(c, pad, _level_kt(cfg, i)) for _ in range(cfg.layers_per_block)]
             if i < len(ch) - 1:
                 blocks.append(
-                    Downsample(c, ch[i + 1], i < cfg.n_spatial_down, i < cfg.n_temporal_down, pad, cfg.shortcuts)
+                    Downsample(
+                        c, ch[i + 1], i < cfg.n_spatial_down, i < cfg.n_temporal_down, pad, cfg.shortcuts
+                    )
                 )
         blocks += [ResBlock(ch[-1], pad) for _ in range(cfg.mid_layers)]
         self.blocks = nn.Sequential(*blocks)
@@ -298,7 +308,14 @@ class Decoder(nn.Module):
             blocks += [ResBlock(ch[i], pad, _level_kt(cfg, i)) for _ in range(cfg.dec_layers)]
             if i > 0:
                 blocks.append(
-                    Upsample(ch[i], ch[i - 1], i - 1 < cfg.n_spatial_down, i - 1 < cfg.n_temporal_down, pad, cfg.shortcuts)
+                    Upsample(
+                        ch[i],
+                        ch[i - 1],
+                        i - 1 < cfg.n_spatial_down,
+                        i - 1 < cfg.n_temporal_down,
+                        pad,
+                        cfg.shortcuts,
+                    )
                 )
         self.blocks = nn.Sequential(*blocks)
         self.conv_out = CausalConv3d(ch[0], cfg.in_channels * p * p, 3, padding=pad)
@@ -322,7 +339,9 @@ class LatentDistribution:
         return self.mean
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        noise = torch.randn(
+            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
+        )
         return self.mean + torch.exp(0.5 * self.logvar) * noise
 
     def kl(self) -> torch.Tensor:
@@ -351,7 +370,9 @@ def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
-def tiled_apply(fn, x: torch.Tensor, tile: int, overlap: int, scale: float, out_channels: int) -> torch.Tensor:
+def tiled_apply(
+    fn, x: torch.Tensor, tile: int, overlap: int, scale: float, out_channels: int
+) -> torch.Tensor:
     """Run `fn` on overlapping spatial tiles of x and blend the results with linear ramps.
 
     `tile` and `overlap` are in x's pixels; `scale` maps x's pixels to the output's (8 for a decoder).
@@ -376,6 +397,20 @@ def tiled_apply(fn, x: torch.Tensor, tile: int, overlap: int, scale: float, out_
             wsum[oy : oy + th, ox : ox + tw] += wt
             del y
     return out.div_(wsum)
+
+
+def _fill_along_time(chunks, frames: int) -> torch.Tensor:
+    """Write chunk outputs [B, C, t_i, H, W] one after another into one preallocated [B, C, frames, H, W] tensor:
+    no list of chunk outputs and no concatenated copy, so peak memory holds one output plus one chunk's work."""
+    out, pos = None, 0
+    for y in chunks:
+        if out is None:
+            out = y.new_empty(*y.shape[:2], frames, *y.shape[3:])
+        out[:, :, pos : pos + y.shape[2]] = y
+        pos += y.shape[2]
+        del y
+    assert out is not None and pos == frames, (pos, frames)
+    return out
 
 
 class CausalVAE3D(nn.Module):
@@ -459,7 +494,12 @@ class CausalVAE3D(nn.Module):
         if self.use_tiling and max(h, w) > self.tile_sample_size:
             s = self.config.spatial_compression
             return tiled_apply(
-                self._encode_chunks, x, self.tile_sample_size, self.tile_overlap, 1 / s, 2 * self.config.latent_channels
+                self._encode_chunks,
+                x,
+                self.tile_sample_size,
+                self.tile_overlap,
+                1 / s,
+                2 * self.config.latent_channels,
             )
         return self._encode_chunks(x)
 
@@ -468,7 +508,9 @@ class CausalVAE3D(nn.Module):
         h, w = z.shape[-2:]
         tile = self.tile_sample_size // s
         if self.use_tiling and max(h, w) > tile:
-            return tiled_apply(self._decode_chunks, z, tile, self.tile_overlap // s, s, self.config.in_channels)
+            return tiled_apply(
+                self._decode_chunks, z, tile, self.tile_overlap // s, s, self.config.in_channels
+            )
         return self._decode_chunks(z)
 
     def _encode_chunks(self, x: torch.Tensor) -> torch.Tensor:
@@ -480,24 +522,34 @@ class CausalVAE3D(nn.Module):
         while bounds[-1] < x.shape[2]:
             bounds.append(min(bounds[-1] + tc * n, x.shape[2]))
         with streaming(self.encoder):
-            return torch.cat([self.encoder(x[:, :, a:b]) for a, b in zip(bounds, bounds[1:])], dim=2)
+            return _fill_along_time(
+                (self.encoder(x[:, :, a:b]) for a, b in zip(bounds, bounds[1:], strict=False)),
+                self.latent_frames(x.shape[2]),
+            )
 
     def _decode_chunks(self, z: torch.Tensor) -> torch.Tensor:
         n = self.chunk_latent_frames
         if not self.use_chunking or z.shape[2] <= n:
             return self.decoder(z)
         with streaming(self.decoder):
-            return torch.cat([self.decoder(z[:, :, i : i + n]) for i in range(0, z.shape[2], n)], dim=2)
+            return _fill_along_time(
+                (self.decoder(z[:, :, i : i + n]) for i in range(0, z.shape[2], n)),
+                self.sample_frames(z.shape[2]),
+            )
 
     # ---- input checks ----
     def _check_video(self, x) -> None:
         cfg = self.config
         if not isinstance(x, torch.Tensor) or x.ndim != 5:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise VidiffError(f"VAE input must be a video tensor [B, C, T, H, W], got {shape}; add a batch axis with x[None]")
+            raise VidiffError(
+                f"VAE input must be a video tensor [B, C, T, H, W], got {shape}; add a batch axis with x[None]"
+            )
         _, c, t, h, w = x.shape
         if c != cfg.in_channels:
-            raise VidiffError(f"VAE input has {c} channels, the model takes {cfg.in_channels} (shape {tuple(x.shape)}, layout [B, C, T, H, W])")
+            raise VidiffError(
+                f"VAE input has {c} channels, the model takes {cfg.in_channels} (shape {tuple(x.shape)}, layout [B, C, T, H, W])"
+            )
         if not self.valid_num_frames(t):
             tc = cfg.temporal_compression
             lo = 1 + (t - 1) // tc * tc if t > 1 else 1
@@ -507,7 +559,9 @@ class CausalVAE3D(nn.Module):
             )
         s = cfg.spatial_compression
         if h % s or w % s:
-            raise VidiffError(f"VAE input is {h}x{w}; height and width must be multiples of {s}: resize or crop to {h // s * s or s}x{w // s * s or s}")
+            raise VidiffError(
+                f"VAE input is {h}x{w}; height and width must be multiples of {s}: resize or crop to {h // s * s or s}x{w // s * s or s}"
+            )
         self._check_finite(x, "video")
 
     def _check_latents(self, z) -> None:
@@ -515,7 +569,9 @@ class CausalVAE3D(nn.Module):
             shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
             raise VidiffError(f"VAE latents must be a tensor [B, C, T, H, W], got {shape}")
         if z.shape[1] != self.config.latent_channels:
-            raise VidiffError(f"latents have {z.shape[1]} channels, this VAE's latents have {self.config.latent_channels}")
+            raise VidiffError(
+                f"latents have {z.shape[1]} channels, this VAE's latents have {self.config.latent_channels}"
+            )
         self._check_finite(z, "latents")
 
     @staticmethod
@@ -524,29 +580,40 @@ class CausalVAE3D(nn.Module):
             return
         if not torch.isfinite(x).all():
             n = int((~torch.isfinite(x)).sum())
-            raise VidiffError(f"VAE {what} contain {n} NaN/inf values; check the data (or the sampler) that produced them")
+            raise VidiffError(
+                f"VAE {what} contain {n} NaN/inf values; check the data (or the sampler) that produced them"
+            )
 
     # ---- weights ----
     def save_pretrained(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_config(self.config, directory / CONFIG_NAME)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_NAME))
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
+            str(directory / WEIGHTS_NAME),
+        )
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> CausalVAE3D:
+    def from_pretrained(
+        cls, directory: str | Path, overrides: list[str] | tuple[str, ...] = ()
+    ) -> CausalVAE3D:
         """Load `config.yaml` + `model.safetensors` from a directory written by `save_pretrained`."""
         directory = Path(directory)
         cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for p in (cfg_path, w_path):
             if not p.is_file():
-                raise VidiffError(f"VAE checkpoint {directory} has no {p.name}; pass a folder written by `vidiff train-vae`")
+                raise VidiffError(
+                    f"VAE checkpoint {directory} has no {p.name}; pass a folder written by `vidiff train-vae`"
+                )
         model = cls(load_config(VAEConfig, cfg_path, overrides))
         try:
             state = load_file(str(w_path))
         except Exception as exc:  # safetensors raises its own error types for corrupt files
-            raise VidiffError(f"VAE weights {w_path} cannot be read ({exc}); the file is corrupt or not safetensors") from None
+            raise VidiffError(
+                f"VAE weights {w_path} cannot be read ({exc}); the file is corrupt or not safetensors"
+            ) from None
         own = model.state_dict()
         missing = sorted(set(own) - set(state))
         extra = sorted(set(state) - set(own))
