@@ -280,7 +280,7 @@ class TextEncoder(nn.Module):
             )
             # open_clip's token-embedding init (std 0.02) is meant for training; frozen at that scale, the
             # random blocks swamp the word: "moving left" and "moving right" came out at cosine 0.96 on the
-            # direction token. At std 1 the word's own token dominates (cosine 0.05), so cross-attention can
+            # direction token. At std 1 the word's own token dominates (cosine ~0.3), so cross-attention can
             # tell prompts apart.
             nn.init.normal_(tt.token_embedding.weight, std=TOY_TOKEN_EMBEDDING_STD)
         return _TextTower(

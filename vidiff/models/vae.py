@@ -157,9 +157,8 @@ class FoldShortcut(Streamable):
         if self.temporal:
             past = x[:, :, :1] if not self.streaming or self._pending is None else self._pending
             x = torch.cat([past, x], dim=2)
-            n = (
-                x.shape[2] // 2 * 2
-            )  # an odd frame left over waits for the next chunk (or is dropped, as the conv does)
+            # an odd frame left over waits for the next chunk (or is dropped at the end, as the conv does)
+            n = x.shape[2] // 2 * 2
             if self.streaming:
                 self._pending = x[:, :, n:]
             x = rearrange(x[:, :, :n], "b c (t r) h w -> b (c r) t h w", r=2)
