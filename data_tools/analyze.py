@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 
 from data_tools.cuts import Cut, CutConfig, CutFeatures, detect_cuts
-from data_tools.decode import SourceInfo, analysis_size, iter_frames, open_source, quiet_ffmpeg
+from data_tools.decode import analysis_size, iter_frames, open_source, quiet_ffmpeg
 from data_tools.motion import FlowSampler, MotionConfig
+from vidiff.video import VideoInfo
 
 
 @dataclass
@@ -29,7 +30,7 @@ class AnalysisConfig:
 
 @dataclass
 class Analysis:
-    info: SourceInfo
+    info: VideoInfo
     num_frames: int  # frames actually decoded
     cuts: list[Cut]
     pairs: np.ndarray  # [n, 3] flow sample pairs: frame a, frame b, motion score

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vidiff.errors import VideoReadError
+from vidiff.video import VideoInfo
 
 # A source may decode a few frames fewer than its container claims (edit lists, a dropped tail
 # B-frame); more than this share missing means the file is truncated.
@@ -24,19 +24,6 @@ MISSING_FRAMES_TOLERANCE = 0.02
 # more than the decoding it spreads (64x64 H.264: 1.6x the CPU and wall time of one thread;
 # 176x144: 1.1-1.6x).
 FRAME_THREADS_MIN_PIXELS = 320 * 240
-
-
-@dataclass
-class SourceInfo:
-    """What the container says about a source, at its full size."""
-
-    path: str
-    num_frames: int
-    fps: float
-    width: int
-    height: int
-    duration: float
-    codec: str
 
 
 def quiet_ffmpeg() -> None:
@@ -51,7 +38,7 @@ def quiet_ffmpeg() -> None:
         pass
 
 
-def probe_source(path: str | Path) -> SourceInfo:
+def probe_source(path: str | Path) -> VideoInfo:
     """Read the container header of `path`; raise VideoReadError for anything that is not a video."""
     container, info = open_source(path)
     container.close()
@@ -59,7 +46,7 @@ def probe_source(path: str | Path) -> SourceInfo:
 
 
 def open_source(path: str | Path):
-    """(open PyAV container, SourceInfo) for `path`; the caller closes the container."""
+    """(open PyAV container, VideoInfo) for `path`; the caller closes the container."""
     import av
 
     path = str(path)
@@ -85,7 +72,7 @@ def open_source(path: str | Path):
     return container, info
 
 
-def _info(container, path: str) -> SourceInfo:
+def _info(container, path: str) -> VideoInfo:
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["no"]
         raise VideoReadError(
@@ -108,7 +95,7 @@ def _info(container, path: str) -> SourceInfo:
     width, height = int(stream.codec_context.width), int(stream.codec_context.height)
     if width <= 0 or height <= 0 or num_frames <= 0:
         raise VideoReadError(f"{path}: video stream has no frames or no size; the file is damaged")
-    return SourceInfo(
+    return VideoInfo(
         path, num_frames, fps, width, height, duration or num_frames / fps, stream.codec_context.name
     )
 
@@ -181,7 +168,7 @@ def _iter_decord(path: str, size: tuple[int, int], chunk: int) -> Iterator[np.nd
     _check_count(path, done + n, total)
 
 
-def _iter_pyav(container, info: SourceInfo, size: tuple[int, int], chunk: int) -> Iterator[np.ndarray]:
+def _iter_pyav(container, info: VideoInfo, size: tuple[int, int], chunk: int) -> Iterator[np.ndarray]:
     import av
     from av.video.reformatter import VideoReformatter
 

@@ -22,12 +22,15 @@ _DECORD_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"}
 
 @dataclass
 class VideoInfo:
+    """What a container says about a video, at its full size; `codec` is empty when the reader does not say."""
+
     path: str
     num_frames: int
     fps: float
     width: int
     height: int
     duration: float
+    codec: str = ""
 
 
 # ---------------------------------------------------------------- tensor <-> uint8
