@@ -245,3 +245,15 @@ def test_raw_video_never_shows_held_out_triples(tmp_path):
     seen = [parse_prompt(c["caption"]) for c in truth["captions"]]
     assert len(seen) == 10
     assert not [p for p in seen if (p["color"], p["shape"], p["motion"]) in holdout]
+
+
+def test_raw_video_object_sizes_and_a_clear_error_when_they_cannot_move(tmp_path):
+    from vidiff.errors import VidiffError
+
+    kw = dict(num_scenes=6, height=64, width=64, scene_frames=(16, 24), fade_frames=(4, 6))
+    truth = write_raw_video(tmp_path / "big.mp4", seed=5, object_size=(0.3, 0.4), **kw)
+    sizes = [s["spec"]["size"] for s in truth["scenes"]]
+    assert all(0.3 <= s <= 0.4 for s in sizes)
+    with pytest.raises(VidiffError, match="smaller objects"):
+        write_raw_video(tmp_path / "huge.mp4", seed=5, object_size=(0.8, 0.9), **kw)
+    assert not (tmp_path / "huge.mp4").exists()

@@ -126,3 +126,15 @@ def test_lr_warms_up_then_decays_by_cosine_to_the_floor():
     assert lr_factor(100, OptimConfig(warmup_steps=10), 110) == 1.0  # "constant" stays at lr
     with pytest.raises(ConfigError, match="cosine"):
         OptimConfig(decay="linear")
+
+
+def test_captions_encode_once_and_blanks_are_unconditional():
+    from vidiff.models.conditioning import TextEncoder, TextEncoderConfig
+    from vidiff.training.train_stage import encode_with_blanks
+
+    encoder = TextEncoder(TextEncoderConfig(model_name="toy", width=16, layers=1, heads=2, context_length=16))
+    text, mask = encode_with_blanks(encoder, ["a red circle", "", "a red circle", " "])
+    assert mask[1].sum() == 0 and mask[3].sum() == 0 and mask[0].sum() > 0
+    torch.testing.assert_close(text[0], text[2])
+    text, mask = encode_with_blanks(encoder, ["", ""])  # no caption at all: an unconditional model
+    assert text.shape[:2] == mask.shape == (2, 1) and text.shape[2] == encoder.dim and not mask.any()

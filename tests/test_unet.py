@@ -89,6 +89,24 @@ def test_text_mask_and_dropped_captions():
         assert (null - y).abs().max() > 1e-4
 
 
+def test_pooled_text_conditions_every_block_without_attention():
+    """With no attention layers the prompt reaches the output only through the pooled embedding."""
+    no_attention = dict(attention_levels=(), mid_attention=False)
+    model = _perturb(_model(**no_attention))
+    x, t, cond = torch.randn(2, 4, 3, 8, 8), torch.rand(2), _cond(2)
+    with torch.no_grad():
+        y = model(x, t, cond)
+        padded = cond.text.clone()
+        padded[:, -2:] = torch.randn(2, 2, 16) * 10  # masked positions still have no effect
+        torch.testing.assert_close(model(x, t, Cond(padded, cond.text_mask)), y)
+        real = cond.text.clone()
+        real[:, 1] += torch.randn(16)  # not a uniform shift: the pooled path's LayerNorm removes those
+        assert (model(x, t, Cond(real, cond.text_mask)) - y).abs().max() > 1e-4
+        blind = _model(**no_attention, pooled_text=False)
+        blind.load_state_dict(model.state_dict(), strict=False)
+        torch.testing.assert_close(blind(x, t, Cond(real, cond.text_mask)), blind(x, t, cond))
+
+
 def test_cfg_batch_equals_separate_calls():
     model = _perturb(_model())
     x, t, cond = torch.randn(2, 4, 3, 8, 8), torch.rand(2), _cond(2)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidiff.config import load_config
+from vidiff.config import ConfigError, load_config
 from vidiff.errors import VidiffError
 from vidiff.models.causal_conv import streaming
 from vidiff.models.vae import CausalVAE3D, VAEConfig, count_parameters
@@ -213,13 +213,37 @@ def test_gpu_config_is_real_size():
 
 def test_save_load_roundtrip(tmp_path):
     vae = tiny()
-    vae.config.latent_std = 2.5
+    vae.config.latent_std = [2.5]
     vae.save_pretrained(tmp_path)
     loaded = CausalVAE3D.from_pretrained(tmp_path)
     assert loaded.config == vae.config
     x = video(5)
     with torch.no_grad():
         torch.testing.assert_close(loaded.encode(x).mode(), vae.encode(x).mode())
+
+
+@torch.no_grad()
+def test_latent_normalisation_is_per_channel():
+    from vidiff.training.vae_eval import latent_stats
+
+    vae = tiny()
+    clips = video(9, b=6)
+    z = vae.encode(clips).mode()
+    vae.config.latent_mean, vae.config.latent_std = latent_stats(vae, clips, batch_size=4)
+    assert len(vae.config.latent_std) == 4
+    zn = vae.normalize_latents(z)
+    dims = (0, 2, 3, 4)
+    torch.testing.assert_close(zn.mean(dims), torch.zeros(4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(zn.std(dims), torch.ones(4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(vae.denormalize_latents(zn), z, atol=1e-5, rtol=1e-5)
+    # one value (as older configs hold) serves every channel
+    shared = tiny(latent_mean=0.5, latent_std=2.0)
+    assert (shared.config.latent_mean, shared.config.latent_std) == ([0.5], [2.0])
+    torch.testing.assert_close(shared.normalize_latents(z), (z - 0.5) / 2.0)
+    with pytest.raises(ConfigError, match="one per latent channel"):
+        tiny(latent_std=[1.0, 2.0])
+    with pytest.raises(ConfigError, match="positive"):
+        tiny(latent_std=[0.0])
 
 
 def test_mismatched_checkpoint_config_is_a_clear_error(tmp_path):

@@ -51,7 +51,8 @@ def test_train_vae_writes_loadable_weights(trained):
     vae = CausalVAE3D.from_pretrained(trained)
     summary = json.loads((trained / "summary.json").read_text())
     assert summary["steps"] == 2
-    assert vae.config.latent_std == pytest.approx(summary["latent_std"]) and vae.config.latent_std > 0
+    assert vae.config.latent_std == pytest.approx(summary["latent_std"]) and min(vae.config.latent_std) > 0
+    assert len(vae.config.latent_std) == vae.config.latent_channels  # one scale per channel
     with torch.no_grad():
         assert vae.decode(vae.encode(torch.zeros(1, 3, 9, 32, 32)).mode()).shape == (1, 3, 9, 32, 32)
 

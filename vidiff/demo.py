@@ -29,6 +29,8 @@ class DemoConfig:
     raw_videos: int = 80
     scenes_per_video: int = 8
     raw_size: int = 64
+    object_size: tuple[float, float] = (0.16, 0.3)  # objects' diameter range, as a share of the frame side
+    scene_frames: tuple[int, int] = (24, 48)  # length range of a raw video's scenes
     holdout_per_motion: int = 3  # (colour, shape) pairs per direction never shown in training
     vae_config: str = str(CONFIGS / "toy" / "vae.yaml")
     # CPU budget (README has the measured minutes): the full toy VAE config, and 2400 of the U-Net config's 3000 steps
@@ -93,6 +95,7 @@ class Demo:
             write_raw_video(
                 path, seed=c.seed * 10_000 + i, num_scenes=c.scenes_per_video, height=c.raw_size,
                 width=c.raw_size, holdout=set(self.holdout),
+                object_size=tuple(c.object_size), scene_frames=tuple(c.scene_frames),
             )
         return raw
 

@@ -33,6 +33,8 @@ class UNetConfig:
     lowres_channels / image_channels: channels of Cond.lowres / Cond.image_latent concatenated to
     the input (super-resolution / image-to-video stages); zeros when a batch has none.
     timestep_scale: the denoiser embeds t * timestep_scale, so t in [0, 1] spans the usual range.
+    pooled_text: also add the caption's mean token feature to the timestep embedding (as Imagen and
+    SDXL add a pooled text vector), so every ResBlock sees the whole prompt, not only attention levels.
     temporal_kernel=0 and temporal_attention=False give the pure image model: its weights load into
     a video model with `load_state_dict(sd, strict=False)`, whose temporal layers then start as identity.
     """
@@ -55,6 +57,7 @@ class UNetConfig:
     dropout: float = 0.0
     timestep_scale: float = 1000.0
     fps_conditioning: bool = False
+    pooled_text: bool = True
     noise_aug_conditioning: bool = False
     rope_base: float = 10000.0
     gradient_checkpointing: bool = False
@@ -97,6 +100,12 @@ def _contiguous_state(module, state_dict, prefix, local_metadata) -> None:
     for key, value in state_dict.items():
         if key.startswith(prefix) and isinstance(value, Tensor) and not value.is_contiguous():
             state_dict[key] = value.contiguous()
+
+
+def _masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
+    """Mean over the tokens [B, L, D] where mask [B, L] is True (every row keeps at least one)."""
+    weights = mask.to(tokens.dtype).unsqueeze(-1)
+    return (tokens * weights).sum(1) / weights.sum(1)
 
 
 class _Step(nn.Module):
@@ -144,6 +153,11 @@ class FactorizedUNet(nn.Module):
             else None
         )
         self.null_text = nn.Parameter(torch.randn(1, 1, cfg.text_dim))
+        self.pooled_text_embed = (
+            nn.Sequential(nn.LayerNorm(cfg.text_dim), nn.Linear(cfg.text_dim, emb_dim))
+            if cfg.pooled_text
+            else None
+        )
 
         def step(cin, cout, level, resample=None):
             attn = level in cfg.attention_levels
@@ -213,8 +227,10 @@ class FactorizedUNet(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, cond: Cond) -> Tensor:
         b, _, frames, height, width = self._check(x, t, cond)
-        emb = self._embedding(t, cond, b, x.dtype)
         context, context_mask = self._context(cond, x.dtype)
+        emb = self._embedding(t, cond, b, x.dtype)
+        if self.pooled_text_embed is not None:
+            emb = emb + self.pooled_text_embed(_masked_mean(context, context_mask)).to(x.dtype)
         frame_mask = cond.frame_mask
         if frame_mask is not None and frame_mask.all():
             frame_mask = None  # the common case: no masking work at all

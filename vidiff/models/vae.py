@@ -7,7 +7,7 @@ The first frame is encoded on its own, so `1 + t*k` frames give `1 + k` latent f
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -44,9 +44,12 @@ class VAEConfig:
     # folded into channels and averaged on the way down, repeated and unfolded on the way up. The network then
     # learns a correction to a fixed average-pool autoencoder.
     shortcuts: bool = True
-    # Latent normalisation for diffusion: z_diff = (z - latent_mean) / latent_std (set after training).
-    latent_mean: float = 0.0
-    latent_std: float = 1.0
+    # Latent normalisation for diffusion: z_diff = (z - latent_mean) / latent_std, per channel (set after
+    # training). One value serves every channel. Per channel matters: a few channels (the shortcut's colour
+    # averages) carry most of the variance, and one shared scale would leave the others, which hold shape
+    # and motion, drowned by diffusion noise at a fraction of the noise level.
+    latent_mean: list[float] = field(default_factory=lambda: [0.0])
+    latent_std: list[float] = field(default_factory=lambda: [1.0])
     # Memory bounds, on by default; they switch on only above these sizes.
     tiling: bool = True
     tile_sample_size: int = 256  # pixels; frames larger than this in H or W are tiled
@@ -55,6 +58,16 @@ class VAEConfig:
     chunk_latent_frames: int = 2  # latent frames per temporal chunk
 
     def __post_init__(self):
+        self.latent_mean = _per_channel(self.latent_mean)
+        self.latent_std = _per_channel(self.latent_std)
+        for name in ("latent_mean", "latent_std"):
+            if len(getattr(self, name)) not in (1, self.latent_channels):
+                raise ConfigError(
+                    f"vae.{name} has {len(getattr(self, name))} values; give one, or one per latent channel "
+                    f"({self.latent_channels})"
+                )
+        if min(self.latent_std) <= 0:
+            raise ConfigError(f"vae.latent_std must be positive, got {self.latent_std}")
         if not self.block_out_channels or min(self.layers_per_block, self.dec_layers, self.mid_layers) < 0:
             raise ConfigError("vae: block_out_channels must be non-empty and layer counts >= 0")
         n_trans = len(self.block_out_channels) - 1
@@ -481,11 +494,19 @@ class CausalVAE3D(nn.Module):
         return self.decode(z), dist
 
     def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
-        """Raw latents -> roughly unit-variance latents for diffusion."""
-        return (z - self.config.latent_mean) / self.config.latent_std
+        """Raw latents [B, C, T, h, w] -> zero-mean, unit-variance latents per channel, for diffusion."""
+        mean, std = self._latent_stats(z)
+        return (z - mean) / std
 
     def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self.config.latent_std + self.config.latent_mean
+        mean, std = self._latent_stats(z)
+        return z * std + mean
+
+    def _latent_stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def column(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=z.dtype, device=z.device).view(-1, *(1,) * (z.dim() - 2))
+
+        return column(self.config.latent_mean), column(self.config.latent_std)
 
     # ---- memory-bounded paths ----
     def _encode_tiles(self, x: torch.Tensor) -> torch.Tensor:
@@ -642,3 +663,10 @@ def count_parameters(config: VAEConfig) -> int:
     with torch.device("meta"):
         model = CausalVAE3D(config)
     return sum(p.numel() for p in model.parameters())
+
+
+def _per_channel(values) -> list[float]:
+    """A scalar (older configs) or a sequence of numbers, as a list of floats."""
+    if isinstance(values, (int, float)):
+        return [float(values)]
+    return [float(v) for v in values]

@@ -15,12 +15,13 @@ TRANSITIONS = ("hard", "crossfade", "fade_black")
 
 
 def _scene_spec(
-    rng, prev: SceneSpec | None, similar: bool, still: bool, n_frames: int, side: int, holdout=frozenset()
+    rng, prev: SceneSpec | None, similar: bool, still: bool, n_frames: int, side: int, holdout=frozenset(),
+    object_size: tuple[float, float] = (0.16, 0.3),
 ) -> SceneSpec:
     """A raw-video scene. Moving objects travel 0.5-1.5 px per frame, so motion is unambiguous;
     `similar` keeps the previous background and one of colour/shape (the hard cuts to detect);
     (colour, shape, motion) triples in `holdout` never appear (kept for evaluation)."""
-    kwargs: dict = {"size_range": (0.16, 0.3)}
+    kwargs: dict = {"size_range": tuple(object_size)}
     if still:
         kwargs["motions"] = ["still"]
     else:
@@ -35,13 +36,17 @@ def _scene_spec(
             kwargs["shapes"] = [prev.shape]
             kwargs["colors"] = [c for c in COLORS if c != prev.color]
     for _ in range(100):
-        spec = sample_spec(rng, **kwargs)
+        try:
+            spec = sample_spec(rng, **kwargs)
+        except VidiffError:  # this draw's size leaves no room for the minimum speed: draw again
+            continue
         if (spec.color, spec.shape, spec.motion) in holdout:
             continue
         if still or spec.speed * side / n_frames >= 0.45:  # room allowed the minimum speed
             return spec
     raise VidiffError(
-        f"raw video: scene of {n_frames} frames at {side}px cannot fit a moving object; use shorter scenes"
+        f"raw video: scene of {n_frames} frames at {side}px cannot fit a moving object of size "
+        f"{object_size}; use shorter scenes or smaller objects"
     )
 
 
@@ -60,6 +65,7 @@ def write_raw_video(
     noise: float = 2.0,
     crf: int = 18,
     holdout=frozenset(),
+    object_size: tuple[float, float] = (0.16, 0.3),
 ) -> dict:
     """Write a long mp4 at `path` and its ground truth at `path.with_suffix(".json")`; returns the truth.
 
@@ -70,6 +76,7 @@ def write_raw_video(
       static_spans: [start, end) where the object and camera are still (only sensor noise changes);
       captions: {start_frame, end_frame, caption} per shot (the shot's pure frames, fades excluded).
     `holdout`: (colour, shape, motion) triples no scene shows, e.g. prompts kept back for evaluation.
+    `object_size`: range of the objects' circle-equivalent diameter, as a fraction of the frame side.
     """
     from vidiff.video import write_video
 
@@ -108,7 +115,7 @@ def write_raw_video(
         lead = fades[i - 1] if i > 0 else 0
         tail = fades[i] if i < num_scenes - 1 else 0
         n = lead + int(lengths[i]) + tail
-        spec = _scene_spec(rng, specs[-1] if specs else None, similar[i], bool(still[i]), n, side, frozenset(holdout))
+        spec = _scene_spec(rng, specs[-1] if specs else None, similar[i], bool(still[i]), n, side, frozenset(holdout), object_size)
         specs.append(spec)
         layers.append(
             (starts[i] - lead, render_frames(spec, n, height, width, seed=int(rng.integers(2**31))))

@@ -95,6 +95,11 @@ def sample_spec(
     room_x, room_y = 1 - left - right, 1 - up - down
     dx, dy = _DIRECTION[motion]
     room = room_x if dx else room_y if dy else 0.0
+    if motion != "still" and room < speed_range[0]:
+        raise VidiffError(
+            f"a {shape} of size {size:.2f} has room to travel {room:.2f} of the frame moving {motion}, "
+            f"less than the minimum speed {speed_range[0]:.2f}; use smaller objects or slower/shorter scenes"
+        )
     speed = float(rng.uniform(speed_range[0], min(speed_range[1], room))) if motion != "still" else 0.0
     # pick the start so that start and end both fit
     lo_x, hi_x = left + max(0, -dx) * speed, 1 - right - max(0, dx) * speed

