@@ -29,8 +29,10 @@ class DemoConfig:
     raw_videos: int = 80
     scenes_per_video: int = 8
     raw_size: int = 64
-    object_size: tuple[float, float] = (0.16, 0.3)  # objects' diameter range, as a share of the frame side
-    scene_frames: tuple[int, int] = (24, 48)  # length range of a raw video's scenes
+    # objects' diameter range as a share of the frame side (8-13 px at 32 px: 2-3 latent positions), and
+    # scenes short enough that objects that large still have room to move
+    object_size: tuple[float, float] = (0.28, 0.42)
+    scene_frames: tuple[int, int] = (18, 30)
     holdout_per_motion: int = 3  # (colour, shape) pairs per direction never shown in training
     vae_config: str = str(CONFIGS / "toy" / "vae.yaml")
     # CPU budget (README has the measured minutes): the full toy VAE config, and 2400 of the U-Net config's 3000 steps
