@@ -19,6 +19,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from vidiff.demo import DIRECTIONS  # noqa: E402
 from vidiff.diffusion.objectives import add_noise, convert_prediction  # noqa: E402
 from vidiff.models.conditioning import Cond  # noqa: E402
 from vidiff.pipelines.stage import DiffusionStage  # noqa: E402
@@ -26,7 +27,6 @@ from vidiff.toyworld import COLORS, SHAPES  # noqa: E402
 from vidiff.training.latent_cache import load_latent_cache  # noqa: E402
 from vidiff.training.train_stage import encode_with_blanks  # noqa: E402
 
-DIRECTIONS = ("left", "right", "up", "down")
 # word position in "a {colour} {shape} moving {direction}" and the words that may replace it
 SWAPS = {"colour": (1, tuple(COLORS)), "shape": (2, SHAPES), "direction": (4, DIRECTIONS)}
 
