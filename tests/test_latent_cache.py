@@ -92,3 +92,16 @@ def test_encode_cli_manifest(vae_dir, tmp_path):
 def test_encode_cli_needs_a_source(vae_dir, tmp_path):
     r = _cli("encode", "--checkpoint", str(vae_dir), "--out", str(tmp_path / "c"))
     assert r.returncode == 2 and "--toyworld" in r.stderr
+
+
+def test_latent_robustness_script_scores_noisy_latents(vae_dir, tmp_path):
+    cache = encode_toyworld(vae_dir, 4, tmp_path / "c", num_frames=9, size=(32, 32), seed=1, progress=False)
+    script = [sys.executable, str(ROOT / "scripts/latent_robustness.py"), "--latents", str(cache), "--clips", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([*script, "--noise", "0", "0.5"], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines() if line[:1] == " " or line[:1].isdigit()]
+    assert [row[0] for row in rows[-2:]] == ["0.00", "0.50"]
+    assert all(0 <= float(x) <= 1 for row in rows[-2:] for x in row[1:])
+    bad = subprocess.run([*script, "--noise", "-1"], capture_output=True, text=True, timeout=300, env=env)
+    assert bad.returncode == 2 and "--noise takes stds >= 0" in bad.stderr

@@ -96,8 +96,23 @@ def test_min_snr_weights():
         pred = convert_prediction(x0_pred, "x0", kind, x_t, alpha, sigma)
         err = ((pred - training_target(kind, x0, noise, alpha, sigma)) ** 2).mean(dim=(1, 2))
         assert torch.allclose(loss_weight(snr, kind, "min_snr") * err, ref, rtol=1e-9)
-    with pytest.raises(VidiffError, match="plain, min_snr"):
+    with pytest.raises(VidiffError, match="plain, min_snr, min_snr_plain"):
         loss_weight(snr, "v", "p2")
+
+
+def test_min_snr_plain_keeps_the_noisiest_steps_trained():
+    schedule = make_schedule("cosine", zero_terminal_snr=True)
+    snr = schedule.snr(torch.arange(schedule.num_steps))
+    for kind in ("eps", "x0", "v"):
+        mixed = loss_weight(snr, kind, "min_snr_plain")
+        assert torch.allclose(mixed, 0.5 * (1 + loss_weight(snr, kind, "min_snr")))
+    v_min, v_mixed = loss_weight(snr, "v", "min_snr"), loss_weight(snr, "v", "min_snr_plain")
+    # min_snr gives a v-model's zero-SNR terminal step no weight at all, and the last tenth of the steps
+    # almost none; the mean with plain gives them half the plain weight
+    assert v_min[-1] == 0 and v_min[900:].max() < 0.03
+    assert v_mixed[-1].item() == pytest.approx(0.5) and v_mixed[900:].min() >= 0.5
+    # and still peaks where min_snr does, at mid noise
+    assert v_mixed.argmax() == v_min.argmax()
 
 
 @pytest.mark.parametrize("shape", SHAPES)

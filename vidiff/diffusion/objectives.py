@@ -14,7 +14,7 @@ from vidiff.diffusion.schedule import NoiseSchedule
 from vidiff.errors import VidiffError
 
 PREDICTIONS = ("eps", "x0", "v")
-WEIGHTINGS = ("plain", "min_snr")
+WEIGHTINGS = ("plain", "min_snr", "min_snr_plain")
 
 
 def expand_like(value: Tensor | float, x: Tensor) -> Tensor:
@@ -129,6 +129,10 @@ def loss_weight(snr: Tensor, prediction: str = "v", weighting: str = "plain", ga
     "plain": 1. "min_snr" (Hang et al. 2023) caps the x0-space weight at gamma: w_x0 = min(snr, gamma),
     which for the eps loss (x0-MSE = eps-MSE / snr) is min(snr, gamma) / snr, and for the v loss
     (x0-MSE = v-MSE / (snr + 1)) is min(snr, gamma) / (snr + 1). All finite at snr = 0.
+    "min_snr_plain": the mean of the two. For v, min_snr alone gives the noisiest steps (where layout
+    and motion are decided) almost no weight (snr / (snr + 1) -> 0, and 0 at a zero-SNR terminal step);
+    the plain half keeps them trained while the min_snr half still favours the mid-noise steps that
+    settle shape. On the toy world it learned both (README, demo section); either alone learned one.
     """
     check_prediction(prediction)
     if weighting not in WEIGHTINGS:
@@ -138,6 +142,8 @@ def loss_weight(snr: Tensor, prediction: str = "v", weighting: str = "plain", ga
         return torch.ones_like(snr)
     if not gamma > 0:
         raise VidiffError(f"min_snr gamma must be > 0, got {gamma}")
+    if weighting == "min_snr_plain":
+        return 0.5 * (1 + loss_weight(snr, prediction, "min_snr", gamma))
     capped = snr.clamp(max=gamma)
     if prediction == "x0":
         return capped

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import lightning as L
 import torch
 
+from vidiff.diffusion.objectives import WEIGHTINGS
 from vidiff.errors import ConfigError, VidiffError
 from vidiff.models.conditioning import Cond, caption_dropout
 from vidiff.pipelines.stage import DiffusionStage, StageConfig
@@ -65,8 +66,10 @@ class DiffusionTrainConfig:
 class DiffusionModule(L.LightningModule):
     def __init__(self, stage_config: StageConfig, train_config: DiffusionTrainConfig):
         super().__init__()
-        if train_config.loss_weighting not in ("plain", "min_snr"):
-            raise VidiffError(f"loss_weighting must be 'plain' or 'min_snr', got {train_config.loss_weighting!r}")
+        if train_config.loss_weighting not in WEIGHTINGS:
+            raise VidiffError(
+                f"loss_weighting must be one of {', '.join(WEIGHTINGS)}, got {train_config.loss_weighting!r}"
+            )
         self.train_config = train_config
         self.stage = DiffusionStage(stage_config)
         self.ema = EMA(self.stage.denoiser, train_config.ema_decay)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vidiff.errors import VidiffError
 from vidiff.models.vae import VAEConfig
 
 
@@ -40,9 +41,19 @@ class VAEOptimConfig:
     grad_clip: float = 1.0
     disc_lr: float = 2e-4
     sample_posterior: bool = True
+    # noise-augmented decoding: the decoder sees z + sigma * std_c(z) * eps with sigma = latent_noise * |N(0, 1)| per
+    # sample (std_c: the batch's per-channel latent std), so it decodes the imprecise latents a diffusion model
+    # makes. 0 turns it off. The KL term alone leaves the posterior std ~1e-3 of the latents' spread.
+    latent_noise: float = 0.0
     checkpoint_every: int = 500
     threads: int | None = None  # torch CPU threads; None: torch's default
     seed: int = 0
+
+    def __post_init__(self):
+        if not self.latent_noise >= 0:
+            raise VidiffError(
+                f"train.latent_noise must be >= 0 (a scale of noise on the latents; 0 turns it off), got {self.latent_noise}"
+            )
 
 
 @dataclass

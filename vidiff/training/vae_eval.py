@@ -28,9 +28,24 @@ def toy_videos(num_samples: int, num_frames: int, height: int, width: int, seed:
 
 
 @torch.no_grad()
-def reconstruct(vae: CausalVAE3D, videos: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    """Encode (posterior mode) and decode a stack of clips [N, C, T, H, W], batch by batch."""
-    outs = [vae.decode(vae.encode(videos[i : i + batch_size]).mode()) for i in range(0, len(videos), batch_size)]
+def reconstruct(
+    vae: CausalVAE3D, videos: torch.Tensor, batch_size: int = 16, latent_noise: float = 0.0, seed: int = 0
+) -> torch.Tensor:
+    """Encode (posterior mode) and decode a stack of clips [N, C, T, H, W], batch by batch.
+
+    `latent_noise` > 0 adds Gaussian noise of that std to the normalised latents before decoding: how well the
+    decoder copes with the small errors of latents a diffusion model generates.
+    """
+    if not latent_noise >= 0:
+        raise VidiffError(f"latent noise must be >= 0 (a std in normalised latent units), got {latent_noise}")
+    gen = torch.Generator().manual_seed(seed)
+    outs = []
+    for i in range(0, len(videos), batch_size):
+        z = vae.encode(videos[i : i + batch_size]).mode()
+        if latent_noise:
+            z = vae.normalize_latents(z)
+            z = vae.denormalize_latents(z + latent_noise * torch.randn(z.shape, generator=gen).to(z))
+        outs.append(vae.decode(z))
     return torch.cat(outs).clamp(-1, 1)
 
 
@@ -78,9 +93,11 @@ def real_clips(num_frames: int, size: int, per_video: int = 3, gap: int = 40) ->
 
 
 @torch.no_grad()
-def toy_psnr(vae: CausalVAE3D, n: int, num_frames: int, size: int, seed: int = HELD_OUT_SEED) -> float:
+def toy_psnr(
+    vae: CausalVAE3D, n: int, num_frames: int, size: int, seed: int = HELD_OUT_SEED, latent_noise: float = 0.0
+) -> float:
     clips = torch.stack(toy_videos(n, num_frames, size, size, seed))
-    return float(psnr(reconstruct(vae, clips), clips).mean())
+    return float(psnr(reconstruct(vae, clips, latent_noise=latent_noise), clips).mean())
 
 
 @torch.no_grad()
