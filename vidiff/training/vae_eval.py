@@ -92,18 +92,22 @@ def real_clips(num_frames: int, size: int, per_video: int = 3, gap: int = 40) ->
     return torch.stack(clips), names
 
 
+def clip_psnr(vae: CausalVAE3D, clips: torch.Tensor, batch_size: int = 16, latent_noise: float = 0.0) -> float:
+    """Mean PSNR (dB) of `reconstruct` over clips [N, C, T, H, W] in [-1, 1]."""
+    return float(psnr(reconstruct(vae, clips, batch_size, latent_noise), clips).mean())
+
+
 @torch.no_grad()
 def toy_psnr(
     vae: CausalVAE3D, n: int, num_frames: int, size: int, seed: int = HELD_OUT_SEED, latent_noise: float = 0.0
 ) -> float:
-    clips = torch.stack(toy_videos(n, num_frames, size, size, seed))
-    return float(psnr(reconstruct(vae, clips, latent_noise=latent_noise), clips).mean())
+    return clip_psnr(vae, torch.stack(toy_videos(n, num_frames, size, size, seed)), latent_noise=latent_noise)
 
 
 @torch.no_grad()
 def real_psnr(vae: CausalVAE3D, num_frames: int, size: int) -> tuple[float, int]:
     clips, _ = real_clips(num_frames, size)
-    return float(psnr(reconstruct(vae, clips, batch_size=4), clips).mean()), len(clips)
+    return clip_psnr(vae, clips, batch_size=4), len(clips)
 
 
 def side_by_side(vae: CausalVAE3D, clips: torch.Tensor, path: str | Path, fps: int = 8) -> Path:

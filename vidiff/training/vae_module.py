@@ -16,7 +16,7 @@ from vidiff.config import save_config
 from vidiff.errors import VidiffError
 from vidiff.models.vae import CausalVAE3D
 from vidiff.training.vae_config import VAETrainConfig
-from vidiff.training.vae_eval import latent_stats, psnr, reconstruct, toy_videos
+from vidiff.training.vae_eval import clip_psnr, latent_stats, psnr, toy_videos
 
 NOISY_LATENT_STD = 0.2  # summary.json also reports held-out PSNR with this much noise on the normalised latents
 
@@ -200,8 +200,8 @@ def train_vae(cfg: VAETrainConfig) -> Path:
     vae.config.latent_mean, vae.config.latent_std = latent_stats(vae, train_clips)
     vae.save_pretrained(out)
     held_out = torch.stack(toy_videos(cfg.eval.num_samples, d.num_frames, d.height, d.width, cfg.eval.seed))
-    toy_psnr = float(psnr(reconstruct(vae, held_out), held_out).mean())
-    noisy_psnr = float(psnr(reconstruct(vae, held_out, latent_noise=NOISY_LATENT_STD), held_out).mean())
+    toy_psnr = clip_psnr(vae, held_out)
+    noisy_psnr = clip_psnr(vae, held_out, latent_noise=NOISY_LATENT_STD)
     summary = {
         "out_dir": str(out),
         "steps": trainer.global_step,
@@ -209,7 +209,7 @@ def train_vae(cfg: VAETrainConfig) -> Path:
         "train_cpu_s": train_cpu,
         "threads": torch.get_num_threads(),
         "heldout_psnr_db": toy_psnr,
-        # decoding latents with N(0, 0.2^2) noise added (in normalised units), as a diffusion model's errors
+        # decoding latents with Gaussian noise of std NOISY_LATENT_STD added (normalised units): a diffusion model's errors
         f"heldout_psnr_db_latent_noise_{NOISY_LATENT_STD}": noisy_psnr,
         "latent_mean": vae.config.latent_mean,
         "latent_std": vae.config.latent_std,
