@@ -62,10 +62,12 @@ def test_cache_holds_videos_and_images(cache):
     assert all(c for c in lc.captions)
 
 
-def test_resume_matches_uninterrupted_run(tmp_path, cache):
-    full = _run(tmp_path, cache, 6, "full", ["train.image_share=0.5"])
-    _run(tmp_path, cache, 3, "split", ["train.image_share=0.5"])
-    resumed = _run(tmp_path, cache, 6, "split", ["train.image_share=0.5"])
+@pytest.mark.parametrize("weighting", ["min_snr", "learned"])  # learned: its log-variance net and optimizer state resume too
+def test_resume_matches_uninterrupted_run(tmp_path, cache, weighting):
+    extra = ["train.image_share=0.5", f"train.loss_weighting={weighting}"]
+    full = _run(tmp_path, cache, 6, "full", extra)
+    _run(tmp_path, cache, 3, "split", extra)
+    resumed = _run(tmp_path, cache, 6, "split", extra)
     a, b = load_file(str(full / "denoiser.safetensors")), load_file(str(resumed / "denoiser.safetensors"))
     assert a.keys() == b.keys()
     moved = load_file(str(_run(tmp_path, cache, 1, "one") / "denoiser.safetensors"))
@@ -115,7 +117,7 @@ def test_cache_mismatch_is_a_clear_error(tmp_path, cache):
 
 
 def test_unknown_loss_weighting_lists_the_valid_ones(tmp_path, cache):
-    with pytest.raises(VidiffError, match="one of plain, min_snr, min_snr_plain, got 'p2'"):
+    with pytest.raises(VidiffError, match="one of plain, min_snr, min_snr_plain, learned, got 'p2'"):
         _run(tmp_path, cache, 1, "bad", ["train.loss_weighting=p2"])
 
 

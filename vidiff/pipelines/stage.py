@@ -93,12 +93,21 @@ class DiffusionStage(nn.Module):
     def training_loss(
         self, latents: Tensor, cond: Cond, weighting: str = "min_snr", gamma: float = 5.0, generator=None
     ) -> Tensor:
+        return self.per_sample_loss(latents, cond, weighting, gamma, generator)[0].mean()
+
+    def per_sample_loss(
+        self, latents: Tensor, cond: Cond, weighting: str = "min_snr", gamma: float = 5.0, generator=None
+    ) -> tuple[Tensor, Tensor]:
+        """The weighted loss of each sample [B] at a random timestep, and those timesteps [B]."""
         b = latents.shape[0]
         t = torch.randint(0, self.schedule.num_steps, (b,), device=latents.device, generator=generator)
         noise = torch.randn(latents.shape, device=latents.device, generator=generator, dtype=latents.dtype)
         x_t = add_noise(latents, noise, self.schedule.alpha(t), self.schedule.sigma(t))
         pred = self(x_t, t, cond)
-        return diffusion_loss(pred, latents, noise, t, self.schedule, self.config.prediction, weighting, gamma)
+        losses = diffusion_loss(
+            pred, latents, noise, t, self.schedule, self.config.prediction, weighting, gamma, reduction="none"
+        )
+        return losses, t
 
     @torch.no_grad()
     def sample(

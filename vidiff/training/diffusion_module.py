@@ -13,11 +13,15 @@ from dataclasses import dataclass, field
 import lightning as L
 import torch
 
+from vidiff.diffusion.learned_weighting import NoiseLevelLogVariance, uncertainty_weighted_loss
 from vidiff.diffusion.objectives import WEIGHTINGS
 from vidiff.errors import ConfigError, VidiffError
 from vidiff.models.conditioning import Cond, caption_dropout
 from vidiff.pipelines.stage import DiffusionStage, StageConfig
 from vidiff.training.ema import EMA
+
+# "learned": EDM2's learned per-noise-level weighting over the plain loss (vidiff.diffusion.learned_weighting)
+TRAIN_WEIGHTINGS = (*WEIGHTINGS, "learned")
 
 
 @dataclass
@@ -66,13 +70,16 @@ class DiffusionTrainConfig:
 class DiffusionModule(L.LightningModule):
     def __init__(self, stage_config: StageConfig, train_config: DiffusionTrainConfig):
         super().__init__()
-        if train_config.loss_weighting not in WEIGHTINGS:
+        if train_config.loss_weighting not in TRAIN_WEIGHTINGS:
             raise VidiffError(
-                f"loss_weighting must be one of {', '.join(WEIGHTINGS)}, got {train_config.loss_weighting!r}"
+                f"train.loss_weighting must be one of {', '.join(TRAIN_WEIGHTINGS)}, "
+                f"got {train_config.loss_weighting!r}"
             )
         self.train_config = train_config
         self.stage = DiffusionStage(stage_config)
         self.ema = EMA(self.stage.denoiser, train_config.ema_decay)
+        learned = train_config.loss_weighting == "learned"
+        self.loss_log_variance = NoiseLevelLogVariance(seed=train_config.seed) if learned else None
 
     def _step_generator(self) -> torch.Generator:
         gen = torch.Generator(device=self.device)
@@ -84,19 +91,27 @@ class DiffusionModule(L.LightningModule):
         latents = batch["latents"].float()
         cond = Cond(text=batch["text"].to(latents.dtype), text_mask=batch["text_mask"])
         cond = caption_dropout(cond, cfg.caption_dropout, generator=gen)
-        loss = self.stage.training_loss(latents, cond, cfg.loss_weighting, cfg.min_snr_gamma, generator=gen)
+        weighting = "plain" if self.loss_log_variance is not None else cfg.loss_weighting
+        losses, t = self.stage.per_sample_loss(latents, cond, weighting, cfg.min_snr_gamma, generator=gen)
+        loss = losses.mean()
         frames = latents.shape[2]
         self.log("train/loss", loss, prog_bar=True, batch_size=latents.shape[0])
         self.log(f"train/loss_t{frames}", loss, batch_size=latents.shape[0])
-        return loss
+        if self.loss_log_variance is None:
+            return loss
+        objective = uncertainty_weighted_loss(losses, self.loss_log_variance(t.float() / self.stage.schedule.num_steps))
+        self.log("train/objective", objective, batch_size=latents.shape[0])
+        return objective
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.ema.update(self.stage.denoiser)
 
     def configure_optimizers(self):
         o = self.train_config.optim
-        params = [p for p in self.stage.denoiser.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        groups = [{"params": [p for p in self.stage.denoiser.parameters() if p.requires_grad]}]
+        if self.loss_log_variance is not None:
+            groups.append({"params": list(self.loss_log_variance.parameters()), "weight_decay": 0.0})
+        opt = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
         max_steps = self.train_config.max_steps
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, o, max_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
