@@ -30,3 +30,16 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     trained = [p for p in (tmp_path / "demo" / "base" / "logs").glob("version_*/metrics.csv") if "train/loss" in p.read_text()]
     assert [p.parent.name for p in trained] == ["version_0"]  # the rerun trained no step
+    # scripts/unet_experiment.py reruns only the U-Net step on the demo's latents and scores it the same way
+    experiment = [
+        sys.executable, str(ROOT / "scripts/unet_experiment.py"), "--latents", str(tmp_path / "demo" / "latents"),
+        "--out", str(tmp_path / "exp"), "--seeds-per-prompt", "1",
+        "train.max_steps=3", "train.steps_per_epoch=3", "stage.sampling.steps=2",
+    ]
+    ran = subprocess.run(experiment, cwd=ROOT, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    result = json.loads((tmp_path / "exp" / "result.json").read_text())
+    assert result["heldout"]["n"] == 12 and result["train"]["n"] == 12
+    assert (tmp_path / "exp" / "base" / "export" / "denoiser.safetensors").is_file()
+    bad = subprocess.run([*experiment[:3], str(tmp_path), "--out", str(tmp_path / "bad")], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "not a latent cache" in bad.stderr

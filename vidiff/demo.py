@@ -147,9 +147,6 @@ class Demo:
 
     # ---------------------------------------------------------------- the whole run
     def run(self) -> Path:
-        from vidiff.toyworld import Oracle
-        from vidiff.video import read_video
-
         rep = self.report
         raw = self._timed("raw videos", self.make_raw)
         manifest, summary = self._timed("curation", lambda: self.curate(raw))
@@ -157,16 +154,10 @@ class Demo:
         latents = self._timed("latent cache", lambda: self.encode(vae_dir, manifest))
         export = self._timed("base U-Net training", lambda: self.train_base(latents))
 
-        held_prompts = [prompt_of(*t) for t in self.holdout]
-        train_prompts = self._train_prompts()
-        held_paths, held_expanded = self._timed("generation (held-out)", lambda: self.generate(export, held_prompts, "heldout"))
-        tr_paths, tr_expanded = self._timed("generation (train prompts)", lambda: self.generate(export, train_prompts, "train"))
-
-        oracle = Oracle()
-        held_videos = [read_video(p) for p in held_paths]
-        tr_videos = [read_video(p) for p in tr_paths]
-        held = oracle.score_batch(held_videos, held_expanded)
-        tr = oracle.score_batch(tr_videos, tr_expanded)
+        held_videos, held_expanded, held = self._timed(
+            "generation (held-out)", lambda: self.generate_and_score(export, self.heldout_prompts(), "heldout"))
+        tr_videos, tr_expanded, tr = self._timed(
+            "generation (train prompts)", lambda: self.generate_and_score(export, self.train_prompts(), "train"))
 
         rep.heading("Scores (toy-world oracle)")
         rows = [_score_row("held-out prompts", held), _score_row("training prompts", tr)]
@@ -185,7 +176,19 @@ class Demo:
         rep.record("holdout", self.holdout)
         return rep.write()
 
-    def _train_prompts(self) -> list[str]:
+    def generate_and_score(self, export: Path, prompts: list[str], name: str) -> tuple[list, list[str], dict]:
+        """Generate `seeds_per_prompt` videos per prompt and score them with the toy-world oracle."""
+        from vidiff.toyworld import Oracle
+        from vidiff.video import read_video
+
+        paths, expanded = self.generate(export, prompts, name)
+        videos = [read_video(p) for p in paths]
+        return videos, expanded, Oracle().score_batch(videos, expanded)
+
+    def heldout_prompts(self) -> list[str]:
+        return [prompt_of(*t) for t in self.holdout]
+
+    def train_prompts(self) -> list[str]:
         from vidiff.toyworld import COLORS, SHAPES
 
         rng = np.random.default_rng(self.cfg.seed + 29)
