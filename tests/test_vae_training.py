@@ -92,7 +92,7 @@ def test_adversarial_term_trains_the_discriminator(tmp_path):
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(module, loader)
     after = list(module.disc.parameters())
-    assert any(not torch.equal(a, b) for a, b in zip(before, after))  # the discriminator stepped once (step 1)
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))  # the discriminator stepped once (step 1)
     assert "train/g_adv" in trainer.logged_metrics and "train/d" in trainer.logged_metrics
 
 

@@ -136,7 +136,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
-            return tuple(_coerce(a, v, where) for a, v in zip(args, value))
+            return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
         item = args[0] if args else Any
         items = [_coerce(item, v, where) for v in value]
         return tuple(items) if origin is tuple else items

@@ -197,7 +197,7 @@ class Demo:
         return [prompt_of(*pool[i]) for i in pick]
 
     def _show(self, videos, items, prompts, name) -> None:
-        for i, (video, item, prompt) in enumerate(zip(videos, items, prompts)):
+        for i, (video, item, prompt) in enumerate(zip(videos, items, prompts, strict=True)):
             verdict = ", ".join(
                 f"{k} {'ok' if item[k] else 'saw ' + str(item['predicted'][k])}" for k in ("color", "shape", "motion")
             )

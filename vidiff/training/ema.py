@@ -24,8 +24,8 @@ class EMA(nn.Module):
         n = int(self.num_updates)
         decay = min(self.decay, (1 + n) / (10 + n))
         shadow = [p for p in self.shadow.parameters()]
-        current = [p.detach().to(s.dtype) for p, s in zip(model.parameters(), shadow)]
+        current = [p.detach().to(s.dtype) for p, s in zip(model.parameters(), shadow, strict=True)]
         torch._foreach_lerp_(shadow, current, 1.0 - decay)
-        for s_buf, buf in zip(self.shadow.buffers(), model.buffers()):
+        for s_buf, buf in zip(self.shadow.buffers(), model.buffers(), strict=True):
             s_buf.copy_(buf)
         self.num_updates += 1

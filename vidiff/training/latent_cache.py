@@ -100,7 +100,7 @@ def encode_manifest(
             # window j also gives an image when floor((j + 1) * share) steps up: exactly the asked share
             picks = [i for i in range(len(batch)) if int((b + i + 1) * s.image_share) > int((b + i) * s.image_share)]
             zi = vae.normalize_latents(vae.encode(videos[picks, :, :1]).mode()) if picks else []
-            images = dict(zip(picks, zi))
+            images = dict(zip(picks, zi, strict=True))
             for i, (row, _) in enumerate(batch):
                 writer.add(z[i], row.get("caption") or "", str(row.get("id", "")))
                 if i in images:
@@ -142,7 +142,7 @@ def encode_toyworld(
             for frames in sorted({it["video"].shape[1] for it in items}):  # images and videos batch apart
                 group = [(b + k, it) for k, it in enumerate(items) if it["video"].shape[1] == frames]
                 z = vae.normalize_latents(vae.encode(torch.stack([it["video"] for _, it in group])).mode())
-                for zi, (i, it) in zip(z, group):
+                for zi, (i, it) in zip(z, group, strict=True):
                     writer.add(zi, it["caption"], f"toyworld-{seed}-{i:06d}")
     return writer.finish(meta)
 
