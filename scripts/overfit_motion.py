@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from vidiff.config import load_config  # noqa: E402
 from vidiff.models.conditioning import Cond, encode_captions  # noqa: E402
 from vidiff.models.vae import CausalVAE3D  # noqa: E402
-from vidiff.toyworld import Oracle  # noqa: E402
+from vidiff.toyworld import ATTRIBUTES, Oracle  # noqa: E402
 from vidiff.training.diffusion_module import DiffusionModule  # noqa: E402
 from vidiff.training.latent_cache import load_latent_cache  # noqa: E402
 from vidiff.training.train_stage import TrainRunConfig, encode_with_blanks  # noqa: E402
@@ -83,7 +83,7 @@ def main() -> None:
         with torch.no_grad():
             videos.append(vae.decode(vae.denormalize_latents(z)).clamp(-1, 1)[0])
     scores = Oracle().score_batch(videos, prompts)
-    print("oracle:", {k: round(scores[k], 3) for k in ("color", "shape", "motion")})
+    print("oracle:", {k: round(scores[k], 3) for k in ATTRIBUTES})
     print(
         "asked -> seen:",
         [(p.split()[-1], it["predicted"]["motion"]) for p, it in zip(prompts, scores["items"], strict=True)],

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from vidiff.demo import Demo, DemoConfig  # noqa: E402
 from vidiff.errors import VidiffError  # noqa: E402
+from vidiff.toyworld import ATTRIBUTES  # noqa: E402
 
 
 def main() -> None:
@@ -51,8 +52,8 @@ def main() -> None:
         p.error(str(e))
     result: dict = {"overrides": args.overrides, "train_seconds": round(time.perf_counter() - t0, 1)}
     for name, prompts in (("heldout", demo.heldout_prompts()), ("train", demo.train_prompts())):
-        _, expanded, scores = demo.generate_and_score(export, prompts, name)
-        result[name] = {"n": len(expanded), **{k: round(scores[k], 3) for k in ("color", "shape", "motion")}}
+        _, _, scores = demo.generate_and_score(export, prompts, name)
+        result[name] = {"n": scores["n"], **{k: round(scores[k], 3) for k in ATTRIBUTES}}
     line = json.dumps(result)
     print(line)
     (Path(args.out) / "result.json").write_text(line + "\n")

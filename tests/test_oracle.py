@@ -5,11 +5,9 @@ import pytest
 import torch
 
 from vidiff.errors import VidiffError
-from vidiff.toyworld import Oracle, SceneSpec, caption, oracle_accuracy, render
+from vidiff.toyworld import ATTRIBUTES, Oracle, SceneSpec, caption, oracle_accuracy, render
 from vidiff.toyworld.evaluate import evaluate_oracle
 from vidiff.video import to_uint8
-
-ATTRS = ("color", "shape", "motion")
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +19,7 @@ def measured():
 
 
 def test_heldout_accuracy_at_least_99_percent(measured):
-    for key in ATTRS:
+    for key in ATTRIBUTES:
         assert measured["heldout"][key] >= 0.99, measured["heldout"]
         assert measured["heldout_mp4"][key] >= 0.99, measured["heldout_mp4"]
     assert measured["heldout_mp4"]["n"] >= 30
@@ -29,7 +27,7 @@ def test_heldout_accuracy_at_least_99_percent(measured):
 
 
 def test_shuffled_prompts_fall_to_chance(measured):
-    for key in ATTRS:
+    for key in ATTRIBUTES:
         got, perfect, chance = (
             measured["shuffled"][key],
             measured["shuffled_truth"][key],
@@ -41,7 +39,7 @@ def test_shuffled_prompts_fall_to_chance(measured):
 
 
 def test_noise_scores_near_chance(measured):
-    for key in ATTRS:
+    for key in ATTRIBUTES:
         got, chance = measured["noise"][key], measured["noise_chance"][key]
         assert abs(got - chance) <= 0.15, (key, got, chance)
     assert measured["noise"]["consistency"] < 0.1

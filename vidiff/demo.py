@@ -197,9 +197,11 @@ class Demo:
         return [prompt_of(*pool[i]) for i in pick]
 
     def _show(self, videos, items, prompts, name) -> None:
+        from vidiff.toyworld import ATTRIBUTES
+
         for i, (video, item, prompt) in enumerate(zip(videos, items, prompts, strict=True)):
             verdict = ", ".join(
-                f"{k} {'ok' if item[k] else 'saw ' + str(item['predicted'][k])}" for k in ("color", "shape", "motion")
+                f"{k} {'ok' if item[k] else 'saw ' + str(item['predicted'][k])}" for k in ATTRIBUTES
             )
             self.report.video(f"{name}_{i:03d}", video, f"{prompt} — {verdict}")
 

@@ -9,8 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vidiff.errors import VidiffError
-
-ATTRIBUTES = ("color", "shape", "motion")
+from vidiff.toyworld.world import ATTRIBUTES
 
 
 def oracle_metric(

@@ -4,6 +4,7 @@ from vidiff.toyworld.dataset import ToyWorldDataset, generate_dataset
 from vidiff.toyworld.oracle import Oracle, oracle_accuracy
 from vidiff.toyworld.raw import TRANSITIONS, write_raw_video
 from vidiff.toyworld.world import (
+    ATTRIBUTES,
     BACKGROUNDS,
     COLORS,
     MOTIONS,
@@ -17,6 +18,7 @@ from vidiff.toyworld.world import (
 )
 
 __all__ = [
+    "ATTRIBUTES",
     "BACKGROUNDS",
     "COLORS",
     "MOTIONS",

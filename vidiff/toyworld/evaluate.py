@@ -11,9 +11,17 @@ import torch
 from tqdm import tqdm
 
 from vidiff.toyworld.oracle import Oracle
-from vidiff.toyworld.world import COLORS, MOTIONS, SHAPES, caption, parse_prompt, render, sample_spec
+from vidiff.toyworld.world import (
+    ATTRIBUTES,
+    COLORS,
+    MOTIONS,
+    SHAPES,
+    caption,
+    parse_prompt,
+    render,
+    sample_spec,
+)
 
-ATTRS = ("color", "shape", "motion")
 SIZES = ((16, 16), (24, 24), (32, 32), (48, 48), (64, 64), (32, 48))
 FRAMES = (1, 4, 8, 16)
 
@@ -21,7 +29,7 @@ FRAMES = (1, 4, 8, 16)
 def _agreement(readings, prompts) -> dict:
     scored = [Oracle.compare(r, p) for r, p in zip(readings, prompts, strict=True)]
     out = {}
-    for key in ATTRS:
+    for key in ATTRIBUTES:
         vals = [s[key] for s in scored if s[key] is not None]
         out[key] = float(np.mean(vals)) if vals else None
     return out
@@ -30,7 +38,7 @@ def _agreement(readings, prompts) -> dict:
 def _truth_agreement(prompts_a, prompts_b) -> dict:
     """How often two prompt lists name the same attribute value: what a perfect oracle would score."""
     out = {}
-    for key in ATTRS:
+    for key in ATTRIBUTES:
         pairs = [
             (parse_prompt(a)[key], parse_prompt(b)[key]) for a, b in zip(prompts_a, prompts_b, strict=True)
         ]
@@ -133,7 +141,7 @@ def format_report(r: dict) -> str:
         ("  chance (1/K)", r["noise_chance"]),
     ]
     for name, row in rows:
-        lines.append(f"{name:28s}" + "".join(f"{row[k]:8.3f}" for k in ATTRS))
+        lines.append(f"{name:28s}" + "".join(f"{row[k]:8.3f}" for k in ATTRIBUTES))
     lines.append(
         f"mean consistency: held-out {r['heldout']['consistency']:.3f}, noise {r['noise']['consistency']:.3f}"
     )

@@ -11,7 +11,7 @@ import torch
 from einops import rearrange
 
 from vidiff.errors import VidiffError
-from vidiff.toyworld.world import COLORS, SHAPES, coverage, parse_prompt
+from vidiff.toyworld.world import ATTRIBUTES, COLORS, SHAPES, coverage, parse_prompt
 
 _PALETTE = np.array(list(COLORS.values()), np.float64) / 255.0
 _PALETTE_NAMES = list(COLORS)
@@ -227,10 +227,10 @@ class Oracle:
         """`score` from a reading already made by `read` (score one reading against many prompts)."""
         want = parse_prompt(prompt)
         out = {}
-        for key in ("color", "shape", "motion"):
+        for key in ATTRIBUTES:
             out[key] = None if want[key] is None or seen[key] is None else seen[key] == want[key]
         out["consistency"] = seen["consistency"]
-        out["predicted"] = {k: seen[k] for k in ("color", "shape", "motion")}
+        out["predicted"] = {k: seen[k] for k in ATTRIBUTES}
         out["expected"] = want
         out["details"] = seen["details"]
         return out
@@ -241,7 +241,7 @@ class Oracle:
             raise VidiffError(f"score_batch: {len(videos)} videos but {len(prompts)} prompts")
         items = [self.score(v, p) for v, p in zip(videos, prompts, strict=True)]
         summary = {}
-        for key in ("color", "shape", "motion"):
+        for key in ATTRIBUTES:
             vals = [it[key] for it in items if it[key] is not None]
             summary[key] = float(np.mean(vals)) if vals else None
         summary["consistency"] = float(np.mean([it["consistency"] for it in items])) if items else None
@@ -253,4 +253,4 @@ class Oracle:
 def oracle_accuracy(videos, prompts, oracle: Oracle | None = None) -> dict:
     """Mean per-attribute agreement (color, shape, motion) and mean consistency of videos with prompts."""
     out = (oracle or Oracle()).score_batch(videos, prompts)
-    return {k: out[k] for k in ("color", "shape", "motion", "consistency", "n")}
+    return {k: out[k] for k in (*ATTRIBUTES, "consistency", "n")}

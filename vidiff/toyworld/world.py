@@ -22,6 +22,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES = ("circle", "square", "triangle")
 MOTIONS = ("left", "right", "up", "down", "still")
+ATTRIBUTES = ("color", "shape", "motion")  # what a prompt names and the oracle checks
 # name -> (top-left RGB, bottom-right RGB, gradient direction): plain or linear gradients, low saturation.
 BACKGROUNDS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int], str]] = {
     "dark": ((20, 20, 26), (20, 20, 26), "none"),
