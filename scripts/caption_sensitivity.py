@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from vidiff.demo import DIRECTIONS  # noqa: E402
 from vidiff.diffusion.objectives import add_noise, convert_prediction  # noqa: E402
-from vidiff.models.conditioning import Cond  # noqa: E402
+from vidiff.models.cond import Cond  # noqa: E402
 from vidiff.pipelines.stage import DiffusionStage  # noqa: E402
 from vidiff.toyworld import COLORS, SHAPES  # noqa: E402
 from vidiff.training.latent_cache import load_latent_cache  # noqa: E402

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vidiff.config import load_config  # noqa: E402
-from vidiff.models.conditioning import Cond, encode_captions  # noqa: E402
+from vidiff.models.cond import Cond  # noqa: E402
+from vidiff.models.text_encoder import encode_captions  # noqa: E402
 from vidiff.models.vae import CausalVAE3D  # noqa: E402
 from vidiff.toyworld import ATTRIBUTES, Oracle  # noqa: E402
 from vidiff.training.diffusion_module import DiffusionModule  # noqa: E402

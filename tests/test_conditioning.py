@@ -8,14 +8,8 @@ import pytest
 import torch
 
 from vidiff.errors import VidiffError
-from vidiff.models.conditioning import (
-    Cond,
-    TextEncoder,
-    TextEncoderConfig,
-    caption_dropout,
-    load_text_cache,
-    save_text_cache,
-)
+from vidiff.models.cond import Cond, caption_dropout
+from vidiff.models.text_encoder import TextEncoder, TextEncoderConfig, load_text_cache, save_text_cache
 
 
 def _cond(b=2, length=5, d=8, **kw):

@@ -136,7 +136,7 @@ def test_lr_warms_up_then_decays_by_cosine_to_the_floor():
 
 
 def test_captions_encode_once_and_blanks_are_unconditional():
-    from vidiff.models.conditioning import TextEncoder, TextEncoderConfig
+    from vidiff.models.text_encoder import TextEncoder, TextEncoderConfig
     from vidiff.training.train_stage import encode_with_blanks
 
     encoder = TextEncoder(TextEncoderConfig(model_name="toy", width=16, layers=1, heads=2, context_length=16))

@@ -8,7 +8,7 @@ import torch
 
 from vidiff.config import load_config
 from vidiff.errors import VidiffError
-from vidiff.models.conditioning import Cond
+from vidiff.models.cond import Cond
 from vidiff.models.unet import FactorizedUNet, UNetConfig, gpu_unet_config
 
 TINY = dict(

@@ -131,7 +131,7 @@ def _register_generate(sub) -> None:
 
 
 def _run_generate(args) -> int:
-    from vidiff.pipelines.cascade import generate_videos, sampling_with
+    from vidiff.pipelines.text_to_video import generate_videos, sampling_with
     from vidiff.pipelines.stage import load_stage_config
 
     prompts = list(args.prompt)

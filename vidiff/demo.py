@@ -134,7 +134,7 @@ class Demo:
         return train_stage(run)
 
     def generate(self, export: Path, prompts: list[str], name: str) -> tuple[list[Path], list[str]]:
-        from vidiff.pipelines.cascade import generate_videos
+        from vidiff.pipelines.text_to_video import generate_videos
 
         out = self.out / "generated" / name
         expanded = [p for p in prompts for _ in range(self.cfg.seeds_per_prompt)]

@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from vidiff.models.conditioning import Cond  # noqa: E402
+from vidiff.models.cond import Cond  # noqa: E402
 from vidiff.models.unet import FactorizedUNet, UNetConfig  # noqa: E402
 
 TIME_TARGET, MEMORY_TARGET = 0.8, 1.0

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from vidiff.errors import VidiffError
-from vidiff.models.conditioning import Cond
+from vidiff.models.cond import Cond
 from vidiff.models.layers import (
     Downsample,
     ResBlock,

@@ -18,7 +18,8 @@ from vidiff.config import load_config, save_config
 from vidiff.diffusion import diffusion_loss, get_sampler, guided_denoise_fn, make_schedule
 from vidiff.diffusion.objectives import add_noise
 from vidiff.errors import VidiffError
-from vidiff.models.conditioning import Cond, TextEncoder, TextEncoderConfig
+from vidiff.models.cond import Cond
+from vidiff.models.text_encoder import TextEncoder, TextEncoderConfig
 from vidiff.models.unet import FactorizedUNet, UNetConfig
 
 STAGE_FILE = "stage.yaml"

@@ -16,7 +16,7 @@ import torch
 from vidiff.diffusion.learned_weighting import NoiseLevelLogVariance, uncertainty_weighted_loss
 from vidiff.diffusion.objectives import WEIGHTINGS
 from vidiff.errors import ConfigError, VidiffError
-from vidiff.models.conditioning import Cond, caption_dropout
+from vidiff.models.cond import Cond, caption_dropout
 from vidiff.pipelines.stage import DiffusionStage, StageConfig
 from vidiff.training.ema import EMA
 

@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from vidiff.config import save_config
 from vidiff.errors import VidiffError
-from vidiff.models.conditioning import encode_captions
-from vidiff.pipelines.cascade import VAE_DIR
+from vidiff.models.text_encoder import encode_captions
+from vidiff.pipelines.text_to_video import VAE_DIR
 from vidiff.pipelines.stage import StageConfig
 from vidiff.training.batching import JointBatchSampler
 from vidiff.training.diffusion_module import DiffusionModule, DiffusionTrainConfig
