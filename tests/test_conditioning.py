@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vidiff.errors import VidiffError
-from vidiff.models.cond import Cond, caption_dropout
+from vidiff.models.cond import Cond
 from vidiff.models.text_encoder import TextEncoder, TextEncoderConfig, load_text_cache, save_text_cache
 
 
@@ -57,21 +57,31 @@ def test_cond_validates_shapes():
         _cond(fps=torch.ones(3))
 
 
-def test_null_like_and_caption_dropout():
+def test_null_like_and_dropping_inputs():
     c = _cond(4, image_latent=torch.randn(4, 4, 1, 8, 8))
     n = c.null_like()
     assert not n.text_mask.any() and n.text.abs().sum() == 0 and torch.equal(n.image_latent, c.image_latent)
-    d = c.drop_text(torch.tensor([True, False, True, False]))
+    rows = torch.tensor([True, False, True, False])
+    d = c.drop_text(rows)
     assert not d.text_mask[[0, 2]].any() and d.text_mask[[1, 3]].all()
     assert torch.equal(d.text[1], c.text[1])
-    assert caption_dropout(c, 0.0) is c
-    assert not caption_dropout(c, 1.0).text_mask.any()
-    big = _cond(4000, 2, 2)
-    g = torch.Generator().manual_seed(0)
-    share = (~caption_dropout(big, 0.1, g).text_mask[:, 0]).float().mean().item()
-    assert 0.08 < share < 0.12
-    with pytest.raises(VidiffError, match="probability"):
-        caption_dropout(c, 1.5)
+    assert torch.equal(c.drop("text", rows).text_mask, d.text_mask)
+    img = c.drop("image_latent", rows)
+    assert img.image_latent[[0, 2]].abs().sum() == 0 and torch.equal(img.image_latent[[1, 3]], c.image_latent[[1, 3]])
+    assert torch.equal(img.text, c.text)
+    assert c.drop("lowres", rows) is c  # nothing to drop
+    with pytest.raises(VidiffError, match="cannot be dropped"):
+        c.drop("fps", rows)
+
+
+def test_cond_from_batch_carries_the_optional_inputs():
+    batch = {"latents": torch.randn(2, 4, 3, 8, 8), "text": torch.randn(2, 5, 16).half(),
+             "text_mask": torch.ones(2, 5, dtype=torch.bool), "image_latent": torch.randn(2, 4, 1, 8, 8),
+             "fps": torch.tensor([8.0, 24.0])}
+    c = Cond.from_batch(batch)
+    assert c.text.dtype == torch.float32 and c.text_mask.dtype == torch.bool
+    assert torch.equal(c.image_latent, batch["image_latent"]) and torch.equal(c.fps, batch["fps"])
+    assert c.lowres is None and c.noise_aug_level is None
 
 
 # ---------------------------------------------------------------------------- toy text encoder

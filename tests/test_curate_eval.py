@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from data_tools.evaluate import match_cuts, scores, static_counts
+from data_tools.curation_accuracy import match_cuts, scores, static_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def test_static_counts_use_majority_overlap_and_skip_unscored_clips():
 
 def test_toy_world_cut_f1_and_static_precision_recall(tmp_path):
     _toyworld()
-    from data_tools.evaluate import evaluate_toyworld
+    from data_tools.curation_accuracy import evaluate_toyworld
 
     s = evaluate_toyworld(num_videos=8, work_dir=tmp_path, workers=2)
     assert s["cuts_true"] >= 40 and s["static_clips_true"] >= 10
@@ -59,7 +59,7 @@ def test_toy_world_cut_f1_and_static_precision_recall(tmp_path):
 @pytest.mark.slow
 def test_evaluation_command_prints_the_figures(tmp_path):
     _toyworld()
-    cmd = [sys.executable, "-m", "data_tools.evaluate", "--videos", "4", "--work-dir", str(tmp_path)]
+    cmd = [sys.executable, "-m", "data_tools.curation_accuracy", "--videos", "4", "--work-dir", str(tmp_path)]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "F1" in done.stdout and "static: precision" in done.stdout

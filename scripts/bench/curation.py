@@ -42,7 +42,7 @@ def ours(paths: list[str]) -> int:
 
     with tempfile.TemporaryDirectory() as out:
         curate(paths, out, workers=0, progress=False)
-        from data_tools.manifest import read_manifest
+        from vidiff.manifest import read_manifest
 
         assert read_manifest(Path(out) / "manifest.parquet")
         import json

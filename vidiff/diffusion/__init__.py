@@ -1,8 +1,8 @@
 """The diffusion core: schedules, parameterizations and losses, samplers, guidance. Pure tensor code."""
 
 from vidiff.diffusion.guidance import (
+    batch_together,
     classifier_free_guidance,
-    concat_batches,
     dynamic_threshold,
     guided_denoise_fn,
     rescale_guidance,
@@ -55,7 +55,7 @@ __all__ = [
     "NoiseSchedule",
     "add_noise",
     "classifier_free_guidance",
-    "concat_batches",
+    "batch_together",
     "convert_prediction",
     "cosine_schedule",
     "ddim_sample",

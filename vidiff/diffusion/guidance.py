@@ -3,7 +3,6 @@ as plain functions and as wrappers that turn a conditional model into a sampler'
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -44,31 +43,17 @@ def dynamic_threshold(x0: Tensor, percentile: float = 0.995, max_value: float = 
     return x0.clamp(-s, s) / s * max_value
 
 
-def concat_batches(a: Any, b: Any) -> Any:
-    """Join two conditioning inputs along the batch: tensors by torch.cat, dicts/dataclasses field by
-    field, lists by +; None and equal plain values pass through."""
-    if isinstance(a, Tensor) and isinstance(b, Tensor):
-        return torch.cat([a, b], dim=0)
-    if a is None and b is None:
-        return None
-    if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
-        return {k: concat_batches(a[k], b[k]) for k in a}
-    if dataclasses.is_dataclass(a) and type(a) is type(b):
-        return dataclasses.replace(
-            a,
-            **{
-                f.name: concat_batches(getattr(a, f.name), getattr(b, f.name))
-                for f in dataclasses.fields(a)
-                if f.init
-            },
-        )
-    if isinstance(a, list) and isinstance(b, list):
-        return a + b
-    if type(a) is type(b) and isinstance(a, (str, int, float, bool)) and a == b:
-        return a
+def batch_together(cond: Any, uncond: Any) -> Any:
+    """One batch of [cond; uncond]: tensors by torch.cat, anything else by its type's own `cat([a, b])`
+    (vidiff.models.cond.Cond has one)."""
+    if isinstance(cond, Tensor) and isinstance(uncond, Tensor):
+        return torch.cat([cond, uncond], dim=0)
+    cat = getattr(type(cond), "cat", None)
+    if type(cond) is type(uncond) and callable(cat):
+        return cat([cond, uncond])
     raise VidiffError(
-        f"cannot batch conditional and unconditional inputs together: {type(a).__name__} vs {type(b).__name__}; "
-        "pass concat=... to guided_denoise_fn to say how"
+        f"cannot batch conditional and unconditional inputs together: {type(cond).__name__} vs "
+        f"{type(uncond).__name__} has no cat([a, b]); give it one or pass concat=... to guided_denoise_fn"
     )
 
 
@@ -78,7 +63,7 @@ def guided_denoise_fn(
     uncond: Any,
     scale: float,
     rescale: float = 0.0,
-    concat: Callable[[Any, Any], Any] = concat_batches,
+    concat: Callable[[Any, Any], Any] = batch_together,
 ) -> Callable[[Tensor, Tensor], Tensor]:
     """Wrap `model(x_t, t, cond)` into a guided `denoise_fn(x_t, t)` for the samplers.
 

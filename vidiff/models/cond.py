@@ -127,12 +127,26 @@ class Cond:
             text_mask=self.text_mask & keep[:, None],
         )
 
+    def drop(self, name: str, rows: Tensor) -> Cond:
+        """Remove input `name` ("text" or one of DROPPABLE) from the rows where `rows` [B] bool is True: text
+        becomes unconditional, a latent input becomes zeros (what a backbone sees when a batch has none)."""
+        if name == "text":
+            return self.drop_text(rows)
+        if name not in DROPPABLE:
+            raise VidiffError(f"Cond.drop: {name!r} cannot be dropped; use 'text' or one of {', '.join(DROPPABLE)}")
+        value = getattr(self, name)
+        if value is None:
+            return self
+        keep = ~rows.to(device=value.device, dtype=torch.bool)
+        return dataclasses.replace(self, **{name: value * keep.reshape(-1, *[1] * (value.dim() - 1)).to(value.dtype)})
 
-def caption_dropout(cond: Cond, p: float, generator: torch.Generator | None = None) -> Cond:
-    """Drop each row's text with probability p (classifier-free guidance training)."""
-    if not 0.0 <= p <= 1.0:
-        raise VidiffError(f"caption dropout probability must be in [0, 1], got {p}")
-    if p == 0.0:
-        return cond
-    u = torch.rand(cond.batch_size, generator=generator, device=generator.device if generator else "cpu")
-    return cond.drop_text(u < p)
+    @classmethod
+    def from_batch(cls, batch: dict[str, Tensor], dtype: torch.dtype = torch.float32) -> Cond:
+        """The conditioning a training batch carries: `text` and `text_mask`, plus any optional field present
+        under its own name (image_latent, lowres, noise_aug_level, fps, frame_mask); floats cast to `dtype`."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in batch.items() if k in fields}
+        return cls(**values).to(dtype=dtype)
+
+
+DROPPABLE = ("image_latent", "lowres")  # conditioning inputs besides text that training may drop per sample

@@ -1,5 +1,5 @@
 """Building blocks shared by the video denoisers: SDPA attention (spatial, temporal, cross), rotary
-positions in time, scalar (timestep / fps / noise level) embeddings, factorized residual blocks."""
+positions in time or space, scalar (timestep / fps / noise level) embeddings, factorized residual blocks."""
 
 from __future__ import annotations
 
@@ -68,19 +68,41 @@ class ScalarEmbedding(nn.Module):
 
 
 class RotaryEmbedding(nn.Module):
-    """Rotary position embedding over one axis (time): relative offsets only, so no length is baked in."""
+    """Rotary position embedding: relative offsets only, so no length or size is baked in.
 
-    def __init__(self, head_dim: int, base: float = 10000.0):
+    `axes=1` (time): `forward(length)` gives tables for positions 0..length-1.
+    `axes=2` (space): `forward((h, w))` gives tables for the h*w tokens of a frame in row-major
+    order; half of each head's rotary frequency pairs rotate by the row, the other half by the
+    column (each half with its own geometric frequencies over head_dim / 2), so q.k depends only on
+    the offset in rows and columns.
+    """
+
+    def __init__(self, head_dim: int, base: float = 10000.0, axes: int = 1):
         super().__init__()
-        if head_dim % 2:
-            raise ValueError(f"rotary embedding needs an even head dim, got {head_dim}")
-        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        if axes not in (1, 2):
+            raise ValueError(f"rotary embedding covers 1 (time) or 2 (rows, columns) axes, got {axes}")
+        if head_dim % (2 * axes):
+            raise ValueError(f"rotary embedding over {axes} axes needs a head dim divisible by {2 * axes}, got {head_dim}")
+        self.axes = axes
+        dim = head_dim // axes  # rotary dims per axis
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    def forward(self, length: int, device=None, dtype=torch.float32) -> tuple[Tensor, Tensor]:
-        """Tables [length, head_dim] for positions 0..length-1: cos, and sin with the rotation's sign folded in."""
-        pos = torch.arange(length, device=device or self.inv_freq.device, dtype=torch.float32)
-        angles = pos[:, None] * self.inv_freq.to(pos.device)[None]
+    def forward(self, size: int | tuple[int, ...], device=None, dtype=torch.float32) -> tuple[Tensor, Tensor]:
+        """Tables [L, head_dim] (L = length, or h*w): cos, and sin with the rotation's sign folded in."""
+        sizes = tuple(size) if isinstance(size, (tuple, list)) else (size,)
+        if len(sizes) != self.axes:
+            raise ValueError(f"this rotary embedding covers {self.axes} axes; got size {size}")
+        device = device or self.inv_freq.device
+        inv_freq = self.inv_freq.to(device)
+        if self.axes == 1:
+            pos = torch.arange(sizes[0], device=device, dtype=torch.float32)
+            angles = pos[:, None] * inv_freq[None]
+        else:
+            h, w = sizes
+            rows = torch.arange(h, device=device, dtype=torch.float32).repeat_interleave(w)
+            cols = torch.arange(w, device=device, dtype=torch.float32).repeat(h)
+            angles = torch.cat([rows[:, None] * inv_freq[None], cols[:, None] * inv_freq[None]], -1)
         cos, sin = angles.cos(), angles.sin()
         return torch.cat([cos, cos], -1).to(dtype), torch.cat([-sin, sin], -1).to(dtype)
 

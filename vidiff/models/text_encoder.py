@@ -3,6 +3,7 @@ beside latents."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 
 from vidiff.errors import VidiffError
 from vidiff.models.cond import Cond
+from vidiff.models.pretrained import PretrainedMixin
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ class _TextTower(nn.Module):
         return self.ln_final(self.transformer(x, attn_mask=mask))
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(PretrainedMixin, nn.Module):
     """Frozen open_clip text tower: prompts -> per-token features [B, L, D] and mask [B, L].
 
     Features are the final-layer tokens (after ln_final, before the pooled projection); the mask
@@ -70,7 +72,13 @@ class TextEncoder(nn.Module):
     and is saved with it); here a dropped caption is just an all-False mask, see `Cond.drop_text`.
     """
 
-    def __init__(self, config: TextEncoderConfig | None = None):
+    config_class = TextEncoderConfig
+    model_kind = "text_encoder"
+    written_by = "`vidiff train` (the text_encoder/ folder of its export)"
+
+    def __init__(self, config: TextEncoderConfig | None = None, announce: bool = True):
+        """`announce=False` skips the log lines about where the weights come from (for weights that
+        `from_pretrained` loads from a saved folder right after)."""
         super().__init__()
         import open_clip
         from open_clip.tokenizer import SimpleTokenizer
@@ -81,14 +89,15 @@ class TextEncoder(nn.Module):
             self.tower = self._toy_tower(config)
             self.tokenizer = SimpleTokenizer(context_length=config.context_length)
             self.is_random = True
-            log.warning(
-                "text encoder: RANDOMLY INITIALISED toy tower (width %d, %d layers, context %d, seed %d), "
-                "not a pretrained CLIP; fine for toy runs only",
-                config.width,
-                config.layers,
-                config.context_length,
-                config.seed,
-            )
+            if announce:
+                log.warning(
+                    "text encoder: RANDOMLY INITIALISED toy tower (width %d, %d layers, context %d, seed %d), "
+                    "not a pretrained CLIP; fine for toy runs only",
+                    config.width,
+                    config.layers,
+                    config.context_length,
+                    config.seed,
+                )
         else:
             model_cfg = open_clip.get_model_config(name) if ":" not in name else None
             if model_cfg is None:
@@ -121,12 +130,12 @@ class TextEncoder(nn.Module):
             del model
             self.tokenizer = open_clip.get_tokenizer(name)
             self.is_random = config.pretrained is None
-            if self.is_random:
+            if announce and self.is_random:
                 log.warning(
                     "text encoder: %s with RANDOM weights (no pretrained= file given); outputs are meaningless text features",
                     name,
                 )
-            else:
+            elif announce:
                 log.info("text encoder: %s weights from %s", name, config.pretrained)
         self.context_length = int(self.tower.positional_embedding.shape[0])
         self.dim = int(self.tower.positional_embedding.shape[1])
@@ -134,6 +143,14 @@ class TextEncoder(nn.Module):
         if self.frozen:
             self.requires_grad_(False)
             self.eval()
+
+    @classmethod
+    def from_config(cls, config: TextEncoderConfig) -> TextEncoder:
+        """The tower's shape from `config`, for weights that load from a saved folder next: the file named by
+        config.pretrained (on the machine that saved it) need not exist here."""
+        encoder = cls(dataclasses.replace(config, pretrained=None), announce=False)
+        encoder.config, encoder.is_random = config, config.model_name == "toy" or config.pretrained is None
+        return encoder
 
     @staticmethod
     def _toy_tower(config: TextEncoderConfig) -> _TextTower:

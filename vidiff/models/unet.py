@@ -13,16 +13,23 @@ from torch.utils.checkpoint import checkpoint
 
 from vidiff.errors import VidiffError
 from vidiff.models.cond import Cond
+from vidiff.models.conditioning import (
+    ConditioningConfig,
+    ConditioningEmbedding,
+    concat_conditioning,
+    rename_legacy_keys,
+    zero_conditioning_channels_,
+)
 from vidiff.models.layers import (
     Downsample,
     ResBlock,
-    ScalarEmbedding,
     SpatialTransformer,
     TemporalAttention,
     Upsample,
     group_norm,
     to_video_layout,
 )
+from vidiff.models.pretrained import PretrainedMixin
 
 
 @dataclass
@@ -30,6 +37,9 @@ class UNetConfig:
     """Shape of a FactorizedUNet. Defaults are a toy CPU size; see `gpu_unet_config()` for a real one.
 
     attention_levels: indices into channel_mults whose blocks get spatial/cross/temporal attention.
+    The conditioning fields (text_dim, lowres_channels, image_channels, timestep_scale,
+    fps_conditioning, pooled_text, noise_aug_conditioning) are those of ConditioningConfig
+    (vidiff.models.conditioning), shared with every backbone; `.conditioning` gathers them.
     lowres_channels / image_channels: channels of Cond.lowres / Cond.image_latent concatenated to
     the input (super-resolution / image-to-video stages); zeros when a batch has none.
     timestep_scale: the denoiser embeds t * timestep_scale, so t in [0, 1] spans the usual range.
@@ -80,6 +90,10 @@ class UNetConfig:
                 f"temporal_kernel must be odd (or 0 for no temporal conv), got {self.temporal_kernel}"
             )
 
+    @property
+    def conditioning(self) -> ConditioningConfig:
+        return ConditioningConfig.from_config(self)
+
 
 def gpu_unet_config(**overrides) -> UNetConfig:
     """A ModelScope-like base model (0.88B parameters) for 4-channel latents and OpenCLIP-H text (1024-d)."""
@@ -102,10 +116,10 @@ def _contiguous_state(module, state_dict, prefix, local_metadata) -> None:
             state_dict[key] = value.contiguous()
 
 
-def _masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
-    """Mean over the tokens [B, L, D] where mask [B, L] is True (every row keeps at least one)."""
-    weights = mask.to(tokens.dtype).unsqueeze(-1)
-    return (tokens * weights).sum(1) / weights.sum(1)
+def _rename_legacy_keys(module, state_dict, prefix, *args) -> None:
+    # Files and Lightning checkpoints from before ConditioningEmbedding have `time_embed.*`,
+    # `null_text`, ... at the top level of the U-Net; they now live under `conditioning.`.
+    rename_legacy_keys(state_dict, prefix)
 
 
 class _Step(nn.Module):
@@ -130,13 +144,19 @@ class _Step(nn.Module):
         return x
 
 
-class FactorizedUNet(nn.Module):
+class FactorizedUNet(PretrainedMixin, nn.Module):
     """denoiser(x_t [B, C, T, H, W], t [B], cond: Cond) -> prediction [B, C_out, T, H, W].
 
     Temporal layers are zero-initialised residuals and are skipped when T == 1, so at initialisation
     a clip is processed exactly as its frames would be one by one. Text enters by cross-attention to
     cond.text under cond.text_mask plus one learned null token (the whole context of a dropped caption).
+    Embeddings, text context and the concatenated low-res / image channels come from the shared
+    conditioning module (vidiff.models.conditioning).
     """
+
+    config_class = UNetConfig
+    model_kind = "unet"
+    written_by = "FactorizedUNet.save_pretrained"
 
     def __init__(self, config: UNetConfig | None = None):
         super().__init__()
@@ -144,20 +164,7 @@ class FactorizedUNet(nn.Module):
         self.gradient_checkpointing = cfg.gradient_checkpointing
         ch = cfg.model_channels
         emb_dim = 4 * ch
-        self.time_embed = ScalarEmbedding(emb_dim, scale=cfg.timestep_scale)
-        # Extra conditioning embeddings start at zero so they can be added to a trained model.
-        self.fps_embed = ScalarEmbedding(emb_dim, zero_init=True) if cfg.fps_conditioning else None
-        self.noise_aug_embed = (
-            ScalarEmbedding(emb_dim, scale=cfg.timestep_scale, zero_init=True)
-            if cfg.noise_aug_conditioning
-            else None
-        )
-        self.null_text = nn.Parameter(torch.randn(1, 1, cfg.text_dim))
-        self.pooled_text_embed = (
-            nn.Sequential(nn.LayerNorm(cfg.text_dim), nn.Linear(cfg.text_dim, emb_dim))
-            if cfg.pooled_text
-            else None
-        )
+        self.conditioning = ConditioningEmbedding(cfg.conditioning, emb_dim)
 
         def step(cin, cout, level, resample=None):
             attn = level in cfg.attention_levels
@@ -170,8 +177,8 @@ class FactorizedUNet(nn.Module):
                 resample,
             )
 
-        in_ch = cfg.in_channels + cfg.lowres_channels + cfg.image_channels
-        self.conv_in = nn.Conv2d(in_ch, ch, 3, padding=1)
+        self.conv_in = nn.Conv2d(cfg.in_channels + cfg.conditioning.extra_channels, ch, 3, padding=1)
+        zero_conditioning_channels_(self.conv_in.weight, cfg.in_channels)
         widths = [ch * m for m in cfg.channel_mults]
         skip_widths = [ch]
         self.down = nn.ModuleList()
@@ -212,6 +219,7 @@ class FactorizedUNet(nn.Module):
         # safetensors export and other consumers see ordinary tensors.
         self.to(memory_format=torch.channels_last)
         self.register_state_dict_post_hook(_contiguous_state)
+        self.register_load_state_dict_pre_hook(_rename_legacy_keys)
 
     # ------------------------------------------------------------------ public switches
 
@@ -226,16 +234,13 @@ class FactorizedUNet(nn.Module):
     # ------------------------------------------------------------------ forward
 
     def forward(self, x: Tensor, t: Tensor, cond: Cond) -> Tensor:
-        b, _, frames, height, width = self._check(x, t, cond)
-        context, context_mask = self._context(cond, x.dtype)
-        emb = self._embedding(t, cond, b, x.dtype)
-        if self.pooled_text_embed is not None:
-            emb = emb + self.pooled_text_embed(_masked_mean(context, context_mask)).to(x.dtype)
+        self._check(x, t, cond)
+        emb, context, context_mask = self.conditioning(t, cond, x.dtype)
         frame_mask = cond.frame_mask
         if frame_mask is not None and frame_mask.all():
             frame_mask = None  # the common case: no masking work at all
 
-        h = to_video_layout(self._input(x, cond))
+        h = to_video_layout(concat_conditioning(x, cond, self.conditioning.config, "FactorizedUNet"))
         h = self._frames(self.conv_in, h)
         skips = [h]
         for blk in self.down:
@@ -259,7 +264,7 @@ class FactorizedUNet(nn.Module):
         y = layer(rearrange(x, "b c t h w -> (b t) c h w"))
         return rearrange(y, "(b t) c h w -> b c t h w", b=b)
 
-    def _check(self, x: Tensor, t: Tensor, cond: Cond) -> tuple[int, ...]:
+    def _check(self, x: Tensor, t: Tensor, cond: Cond) -> None:
         cfg = self.config
         if x.dim() != 5:
             raise VidiffError(f"FactorizedUNet input must be [B, C, T, H, W], got shape {tuple(x.shape)}")
@@ -276,60 +281,4 @@ class FactorizedUNet(nn.Module):
             )
         if t.dim() > 1 or (t.dim() == 1 and t.shape[0] not in (1, b)):
             raise VidiffError(f"timesteps must be a scalar or [B] = [{b}], got shape {tuple(t.shape)}")
-        if cond.batch_size != b:
-            raise VidiffError(f"cond has batch size {cond.batch_size} but x has {b}")
-        if cond.text.shape[-1] != cfg.text_dim:
-            raise VidiffError(
-                f"text features have dim {cond.text.shape[-1]} but the U-Net was built for text_dim={cfg.text_dim}; "
-                "use the matching text encoder or set text_dim"
-            )
-        if cond.frame_mask is not None and cond.frame_mask.shape[1] != frames:
-            raise VidiffError(f"cond.frame_mask has {cond.frame_mask.shape[1]} frames but x has {frames}")
-        return b, c, frames, height, width
-
-    def _embedding(self, t: Tensor, cond: Cond, b: int, dtype: torch.dtype) -> Tensor:
-        emb = self.time_embed(t.reshape(-1).expand(b))
-        if self.fps_embed is not None and cond.fps is not None:
-            emb = emb + self.fps_embed(cond.fps)
-        if self.noise_aug_embed is not None and cond.noise_aug_level is not None:
-            emb = emb + self.noise_aug_embed(cond.noise_aug_level)
-        return emb.to(dtype)
-
-    def _context(self, cond: Cond, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        b = cond.batch_size
-        null = self.null_text.to(dtype).expand(b, -1, -1)
-        context = torch.cat([null, cond.text.to(dtype)], dim=1)
-        # dropped captions are all-False rows: then only the learned null token is attended
-        ones = torch.ones(b, 1, dtype=torch.bool, device=cond.text_mask.device)
-        return context, torch.cat([ones, cond.text_mask], dim=1)
-
-    def _input(self, x: Tensor, cond: Cond) -> Tensor:
-        cfg = self.config
-        b, _, frames, height, width = x.shape
-        parts = [x]
-        if cfg.lowres_channels:
-            lr = cond.lowres
-            if lr is None:
-                lr = x.new_zeros(b, cfg.lowres_channels, frames, height, width)
-            elif lr.shape[1] != cfg.lowres_channels:
-                raise VidiffError(
-                    f"cond.lowres has {lr.shape[1]} channels, the U-Net expects {cfg.lowres_channels}"
-                )
-            elif lr.shape[2:] != x.shape[2:]:
-                lr = F.interpolate(
-                    lr.to(x.dtype), size=(frames, height, width), mode="trilinear", align_corners=False
-                )
-            parts.append(lr.to(x.dtype))
-        if cfg.image_channels:
-            img = x.new_zeros(b, cfg.image_channels, frames, height, width)
-            if cond.image_latent is not None:
-                il = cond.image_latent
-                if il.shape[1] != cfg.image_channels or il.shape[3:] != x.shape[3:]:
-                    raise VidiffError(
-                        f"cond.image_latent has shape {tuple(il.shape)}; the U-Net expects "
-                        f"[B, {cfg.image_channels}, 1, {height}, {width}]"
-                    )
-                # the given image is the first frame; zeros mark the frames to be generated
-                img[:, :, :1] = il.to(x.dtype)
-            parts.append(img)
-        return torch.cat(parts, dim=1) if len(parts) > 1 else x
+        self.conditioning.check(cond, b, frames, "U-Net")

@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import torch
 from einops import rearrange
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vidiff.config import load_config, save_config
 from vidiff.errors import ConfigError, VidiffError
-from vidiff.models.causal_conv import CausalConv3d, CausalTimeUpsample, Streamable, conv3d, streaming
-
-CONFIG_NAME = "config.yaml"
-WEIGHTS_NAME = "model.safetensors"
+from vidiff.models.causal_conv import CausalConv3d, streaming
+from vidiff.models.pretrained import PretrainedMixin
+from vidiff.models.vae_blocks import CausalDownsample, CausalResBlock, CausalUpsample, match_channels
 
 
 @dataclass
@@ -36,7 +32,7 @@ class VAEConfig:
     spatial_compression: int = 8
     # Space-to-depth before the first conv (LTX-Video style); cuts full-resolution compute by patch_size**2.
     patch_size: int = 1
-    # ResBlocks of the first N levels (the highest resolutions) convolve in space only; time is still mixed by
+    # CausalResBlocks of the first N levels (the highest resolutions) convolve in space only; time is still mixed by
     # the causal resampling convs and the deeper levels. Cuts full-resolution compute ~3x.
     spatial_only_levels: int = 0
     causal_padding: Literal["replicate", "zeros"] = "replicate"
@@ -110,167 +106,6 @@ class VAEConfig:
         )
 
 
-class ChannelRMSNorm(nn.Module):
-    """RMS norm over channels at each (t, h, w): causal, chunk- and tile-invariant, unlike GroupNorm."""
-
-    def __init__(self, channels: int, eps: float = 1e-6):
-        super().__init__()
-        self.scale = channels**0.5
-        self.eps = eps
-        self.gamma = nn.Parameter(torch.ones(channels, 1, 1, 1))
-        self.beta = nn.Parameter(torch.zeros(channels, 1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(x, dim=1, eps=self.eps) * (self.scale * self.gamma) + self.beta
-
-
-class ResBlock(nn.Module):
-    """norm -> SiLU -> conv, twice, plus the input. `kt=1` makes it spatial-only (cheap at full resolution)."""
-
-    def __init__(self, channels: int, padding: str, kt: int = 3):
-        super().__init__()
-        self.norm1 = ChannelRMSNorm(channels)
-        self.conv1 = CausalConv3d(channels, channels, (kt, 3, 3), padding=padding)
-        self.norm2 = ChannelRMSNorm(channels)
-        self.conv2 = CausalConv3d(channels, channels, (kt, 3, 3), padding=padding)
-        self.act = nn.SiLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(self.act(self.norm1(x)))
-        return x + self.conv2(self.act(self.norm2(h)))
-
-
-def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor | None:
-    """Average groups of neighbouring channels, or repeat each channel, to get `channels`; None if neither fits."""
-    c = x.shape[1]
-    if c == channels:
-        return x
-    if c % channels == 0:
-        return x.unflatten(1, (channels, c // channels)).mean(2)
-    if channels % c == 0:
-        return x.repeat_interleave(channels // c, dim=1)
-    return None
-
-
-class FoldShortcut(Streamable):
-    """The residual path of a Downsample: 2x2 space and/or causal frame pairs folded into channels, then
-    averaged down to `cout`. Frame 0 pairs with itself, so 1 + 2k frames give 1 + k (chunk after chunk too)."""
-
-    def __init__(self, cout: int, spatial: bool, temporal: bool):
-        super().__init__()
-        self.cout, self.spatial, self.temporal = cout, spatial, temporal
-        self._pending: torch.Tensor | None = None
-
-    def reset_stream(self) -> None:
-        self._pending = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | None:
-        if self.spatial:
-            x = rearrange(x, "b c t (h p) (w q) -> b (c p q) t h w", p=2, q=2)
-        if self.temporal:
-            past = x[:, :, :1] if not self.streaming or self._pending is None else self._pending
-            x = torch.cat([past, x], dim=2)
-            # an odd frame left over waits for the next chunk (or is dropped at the end, as the conv does)
-            n = x.shape[2] // 2 * 2
-            if self.streaming:
-                self._pending = x[:, :, n:]
-            x = rearrange(x[:, :, :n], "b c (t r) h w -> b (c r) t h w", r=2)
-        return match_channels(x, self.cout)
-
-
-class UnfoldShortcut(Streamable):
-    """The residual path of an Upsample (the inverse of FoldShortcut): channels repeated up to what `cout`
-    channels at 2x2 space and/or 2x time need, then unfolded; the first frame of a video stays one frame."""
-
-    def __init__(self, cout: int, spatial: bool, temporal: bool):
-        super().__init__()
-        self.cout, self.spatial, self.temporal = cout, spatial, temporal
-        self._started = False
-
-    def reset_stream(self) -> None:
-        self._started = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | None:
-        x = match_channels(x, self.cout * (4 if self.spatial else 1) * (2 if self.temporal else 1))
-        if x is None:
-            return None
-        if self.temporal:
-            x = rearrange(x, "b (c r) t h w -> b c (t r) h w", r=2)
-            if not (self.streaming and self._started):
-                x = x[:, :, 1:]
-            self._started = self.streaming
-        if self.spatial:
-            x = rearrange(x, "b (c p q) t h w -> b c t (h p) (w q)", p=2, q=2)
-        return x
-
-
-def _plus_shortcut(y: torch.Tensor, shortcut: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
-    s = None if shortcut is None else shortcut(x)
-    return y if s is None else y + s
-
-
-class Downsample(nn.Module):
-    """cin -> cout channels while halving H, W (strided 3x3 conv per frame) and/or T (causal strided conv:
-    1 + 2k -> 1 + k frames); a 1x1x1 conv when it only changes channels."""
-
-    def __init__(
-        self, cin: int, cout: int, spatial: bool, temporal: bool, padding: str, shortcut: bool = False
-    ):
-        super().__init__()
-        self.spatial = self.temporal = self.proj = None
-        self.shortcut = FoldShortcut(cout, spatial, temporal) if shortcut else None
-        if spatial:
-            self.spatial = nn.Conv3d(cin, cout, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
-        if temporal:
-            c = cout if spatial else cin
-            self.temporal = CausalConv3d(c, cout, (3, 1, 1), stride=(2, 1, 1), padding=padding)
-        if not (spatial or temporal) and cin != cout:
-            self.proj = nn.Conv3d(cin, cout, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x
-        for conv in (self.spatial, self.proj):
-            if conv is not None:
-                y = conv3d(conv, y)
-        y = y if self.temporal is None else self.temporal(y)
-        return _plus_shortcut(y, self.shortcut, x)
-
-
-class Upsample(nn.Module):
-    """Inverse of Downsample: cin -> cout channels, causal time doubling (1 + k -> 1 + 2k frames) and/or
-    sub-pixel 2x spatial upsampling."""
-
-    def __init__(
-        self, cin: int, cout: int, spatial: bool, temporal: bool, padding: str, shortcut: bool = False
-    ):
-        super().__init__()
-        self.spatial = self.temporal = self.proj = None
-        self.shortcut = UnfoldShortcut(cout, spatial, temporal) if shortcut else None
-        c = cin
-        if temporal:
-            self.temporal = CausalTimeUpsample(cin, cout, padding)
-            c = cout
-        if spatial:
-            # Conv at low resolution to 4x channels + pixel shuffle: the FLOPs of nearest-upsample + conv without
-            # materialising the upsampled input. The 4 sub-pixels start identical (ICNR init).
-            self.spatial = nn.Conv3d(c, 4 * cout, (1, 3, 3), padding=(0, 1, 1))
-            with torch.no_grad():
-                self.spatial.weight.copy_(self.spatial.weight[:cout].clone().repeat_interleave(4, dim=0))
-                self.spatial.bias.copy_(self.spatial.bias[:cout].clone().repeat_interleave(4))
-        if not (spatial or temporal) and cin != cout:
-            self.proj = nn.Conv3d(cin, cout, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x
-        if self.temporal is not None:
-            y = self.temporal(y)
-        if self.spatial is not None:
-            y = rearrange(conv3d(self.spatial, y), "b (c p q) t h w -> b c t (h p) (w q)", p=2, q=2)
-        if self.proj is not None:
-            y = conv3d(self.proj, y)
-        return _plus_shortcut(y, self.shortcut, x)
-
-
 def _level_kt(cfg: VAEConfig, level: int) -> int:
     return 1 if level < cfg.spatial_only_levels else 3
 
@@ -283,14 +118,14 @@ class Encoder(nn.Module):
         self.conv_in = CausalConv3d(cfg.in_channels * p * p, ch[0], 3, padding=pad)
         blocks: list[nn.Module] = []
         for i, c in enumerate(ch):
-            blocks += [ResBlock(c, pad, _level_kt(cfg, i)) for _ in range(cfg.layers_per_block)]
+            blocks += [CausalResBlock(c, pad, _level_kt(cfg, i)) for _ in range(cfg.layers_per_block)]
             if i < len(ch) - 1:
                 blocks.append(
-                    Downsample(
+                    CausalDownsample(
                         c, ch[i + 1], i < cfg.n_spatial_down, i < cfg.n_temporal_down, pad, cfg.shortcuts
                     )
                 )
-        blocks += [ResBlock(ch[-1], pad) for _ in range(cfg.mid_layers)]
+        blocks += [CausalResBlock(ch[-1], pad) for _ in range(cfg.mid_layers)]
         self.blocks = nn.Sequential(*blocks)
         # No norm + activation before conv_out (unlike SD's VAE): on the toy world it slowed training ~2x.
         self.conv_out = CausalConv3d(ch[-1], 2 * cfg.latent_channels, 3, padding=pad)
@@ -315,12 +150,12 @@ class Decoder(nn.Module):
         ch, pad, p = cfg.block_out_channels, cfg.causal_padding, cfg.patch_size
         self.patch = p
         self.conv_in = CausalConv3d(cfg.latent_channels, ch[-1], 3, padding=pad)
-        blocks: list[nn.Module] = [ResBlock(ch[-1], pad) for _ in range(cfg.mid_layers)]
+        blocks: list[nn.Module] = [CausalResBlock(ch[-1], pad) for _ in range(cfg.mid_layers)]
         for i in reversed(range(len(ch))):
-            blocks += [ResBlock(ch[i], pad, _level_kt(cfg, i)) for _ in range(cfg.dec_layers)]
+            blocks += [CausalResBlock(ch[i], pad, _level_kt(cfg, i)) for _ in range(cfg.dec_layers)]
             if i > 0:
                 blocks.append(
-                    Upsample(
+                    CausalUpsample(
                         ch[i],
                         ch[i - 1],
                         i - 1 < cfg.n_spatial_down,
@@ -425,8 +260,12 @@ def _fill_along_time(chunks, frames: int) -> torch.Tensor:
     return out
 
 
-class CausalVAE3D(nn.Module):
+class CausalVAE3D(PretrainedMixin, nn.Module):
     """Causal 3D KL-VAE. Video [B, C, T, H, W] in [-1, 1] <-> latents [B, latent, 1 + (T-1)/t, H/s, W/s]."""
+
+    config_class = VAEConfig
+    model_kind = "vae"
+    written_by = "`vidiff train-vae`"
 
     def __init__(self, config: VAEConfig | None = None):
         super().__init__()
@@ -603,59 +442,6 @@ class CausalVAE3D(nn.Module):
             raise VidiffError(
                 f"VAE {what} contain {n} NaN/inf values; check the data (or the sampler) that produced them"
             )
-
-    # ---- weights ----
-    def save_pretrained(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_config(self.config, directory / CONFIG_NAME)
-        save_file(
-            {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
-            str(directory / WEIGHTS_NAME),
-        )
-        return directory
-
-    @classmethod
-    def from_pretrained(
-        cls, directory: str | Path, overrides: list[str] | tuple[str, ...] = ()
-    ) -> CausalVAE3D:
-        """Load `config.yaml` + `model.safetensors` from a directory written by `save_pretrained`."""
-        directory = Path(directory)
-        cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise VidiffError(
-                    f"VAE checkpoint {directory} has no {p.name}; pass a folder written by `vidiff train-vae`"
-                )
-        model = cls(load_config(VAEConfig, cfg_path, overrides))
-        try:
-            state = load_file(str(w_path))
-        except Exception as exc:  # safetensors raises its own error types for corrupt files
-            raise VidiffError(
-                f"VAE weights {w_path} cannot be read ({exc}); the file is corrupt or not safetensors"
-            ) from None
-        own = model.state_dict()
-        missing = sorted(set(own) - set(state))
-        extra = sorted(set(state) - set(own))
-        wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
-        if missing or extra or wrong:
-            detail = "; ".join(
-                part
-                for part in (
-                    f"missing {len(missing)} tensors (e.g. {missing[0]})" if missing else "",
-                    f"{len(extra)} unexpected tensors (e.g. {extra[0]})" if extra else "",
-                    f"{len(wrong)} shape mismatches (e.g. {wrong[0]}: config wants {tuple(own[wrong[0]].shape)}, file has {tuple(state[wrong[0]].shape)})"
-                    if wrong
-                    else "",
-                )
-                if part
-            )
-            raise VidiffError(
-                f"VAE weights {w_path} do not match {cfg_path}: {detail}. "
-                f"Use the config.yaml saved with these weights"
-            )
-        model.load_state_dict(state)
-        return model.eval()
 
 
 def count_parameters(config: VAEConfig) -> int:

@@ -1,8 +1,8 @@
 """Text-to-video generation: prompts -> base stage latents -> VAE decode -> mp4 files.
 
-A generation checkpoint is the folder `vidiff train` exports: the base stage (stage.yaml and its
-weights) with the VAE it was trained on in `vae/`. Temporal and spatial super-resolution stages
-will join as further stages of the same kind.
+A generation checkpoint is the pipeline folder `vidiff train` exports (vidiff.pipelines.pipeline_folder):
+the VAE, the text encoder and the base stage. Temporal and spatial super-resolution stages will join
+as further stages of the same folder.
 """
 
 from __future__ import annotations
@@ -15,31 +15,29 @@ import torch
 from tqdm import tqdm
 
 from vidiff.errors import VidiffError
-from vidiff.models.vae import CausalVAE3D
-from vidiff.pipelines.stage import DiffusionStage, SamplingConfig, check_sampling, load_stage_config
+from vidiff.pipelines.pipeline_folder import load_pipeline
+from vidiff.pipelines.stage import SamplingConfig, check_sampling
 from vidiff.video import write_video
-
-VAE_DIR = "vae"
 
 
 class TextToVideo:
     def __init__(self, checkpoint: str | Path, device: str | torch.device = "cpu"):
-        path = Path(checkpoint)
-        if not path.is_dir():
-            raise VidiffError(f"checkpoint {path} is not a folder; pass the export/ folder written by `vidiff train`")
-        load_stage_config(path)  # a clear error before anything heavy loads
-        if not (path / VAE_DIR).is_dir():
-            raise VidiffError(f"checkpoint {path} has no {VAE_DIR}/ folder; export it again with `vidiff train`")
+        pipe = load_pipeline(checkpoint)
+        if pipe.index.task != "text_to_video" or len(pipe.stages) != 1:
+            raise VidiffError(
+                f"checkpoint {checkpoint} is a {pipe.index.task} pipeline of {len(pipe.stages)} stages; text-to-video "
+                "runs a single base stage: pass the export/ folder of `vidiff train`"
+            )
         self.device = torch.device(device)
-        self.stage = DiffusionStage.from_pretrained(path).to(self.device)
-        self.vae = CausalVAE3D.from_pretrained(path / VAE_DIR).to(self.device).eval()
+        pipe.to(self.device)
+        self.vae, self.text_encoder, self.stage = pipe.vae, pipe.text_encoder, pipe.stages[0]
 
     @torch.no_grad()
     def __call__(
         self, prompts: list[str], sampling: SamplingConfig | None = None, seed: int = 0, progress: bool = False
     ) -> torch.Tensor:
         """Videos [B, C, T, H, W] in [-1, 1] for `prompts`; the same seed gives the same videos."""
-        cond = self.stage.text_encoder.cond(prompts)
+        cond = self.text_encoder.cond(prompts)
         latents = self.stage.sample(cond, sampling=sampling, seed=seed, progress=progress)
         return self.vae.decode(self.vae.denormalize_latents(latents)).clamp(-1, 1)
 

@@ -1,15 +1,17 @@
 """Joint image+video batches: each batch is all clips or all images (T == 1), drawn by a seeded rule.
 
 Batches cannot mix frame counts without padding, so images get whole batches of their own (usually
-larger ones, as in Open-Sora's buckets), chosen with probability `image_share`. Batch k of a run depends
-only on (seed, k): the trainer sets `start_step` to its global step when an epoch starts, so a
-resumed run sees exactly the batches the uninterrupted run saw, whatever the epoch bookkeeping.
+larger ones, as in Open-Sora's buckets), chosen with probability `image_share`. The global batch of
+step k depends only on (seed, k); rank r of N takes slice r of it. `SyncSamplerWithTrainer` sets the
+sampler's start step, rank and world size from the trainer when an epoch starts, so a resumed run
+(even with another world size) sees exactly the batches the uninterrupted run saw.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import lightning as L
 import torch
 from torch.utils.data import Sampler
 
@@ -26,6 +28,8 @@ class JointBatchSampler(Sampler[list[int]]):
         image_share: float = 0.0,
         steps_per_epoch: int = 100,
         seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if not 0.0 <= image_share <= 1.0:
             raise VidiffError(f"image_share must be between 0 and 1, got {image_share}")
@@ -43,6 +47,19 @@ class JointBatchSampler(Sampler[list[int]]):
         self.steps_per_epoch = steps_per_epoch
         self.seed = seed
         self.start_step = 0
+        self.set_rank(rank, world_size)
+
+    def set_rank(self, rank: int, world_size: int) -> None:
+        """This process takes slice `rank` of `world_size` equal slices of every global batch."""
+        if not 0 <= rank < world_size:
+            raise VidiffError(f"rank {rank} is outside the world of {world_size} processes")
+        for name, size in (("batch_size", self.batch_size), ("image_batch_size", self.image_batch_size)):
+            if size % world_size:
+                raise VidiffError(
+                    f"the global {name} {size} does not split into {world_size} equal per-rank slices; "
+                    f"set train.{name} to a multiple of {world_size}"
+                )
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
         return self.steps_per_epoch
@@ -55,4 +72,17 @@ class JointBatchSampler(Sampler[list[int]]):
                 (self.image_indices, self.image_batch_size) if use_images else (self.video_indices, self.batch_size)
             )
             pick = torch.randint(len(pool), (size,), generator=gen)
-            yield pool[pick].tolist()
+            share = size // self.world_size
+            yield pool[pick[self.rank * share : (self.rank + 1) * share]].tolist()
+
+
+class SyncSamplerWithTrainer(L.Callback):
+    """At each epoch start, the sampler continues from the trainer's global step on the trainer's rank, so a
+    resumed run replays the same global batches whatever the epoch bookkeeping or the world size."""
+
+    def __init__(self, sampler: JointBatchSampler):
+        self.sampler = sampler
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.sampler.start_step = trainer.global_step
+        self.sampler.set_rank(trainer.global_rank, trainer.world_size)

@@ -65,7 +65,7 @@ def encode_manifest(
     **settings,
 ) -> Path:
     """Encode the manifest's kept clips into a cache at `out_dir` (skipped if it exists with the same settings)."""
-    from data_tools.manifest import read_manifest
+    from vidiff.manifest import read_manifest
     from vidiff.models.vae import CausalVAE3D
     from vidiff.video import read_video
 

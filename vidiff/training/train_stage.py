@@ -1,26 +1,27 @@
 """`vidiff train`: fit a diffusion stage on a latent cache with Lightning, then export EMA weights.
 
 The run folder holds Lightning checkpoints (`checkpoints/last.ckpt`, resumed automatically),
-CSV and TensorBoard logs, and `export/`: the stage in safetensors + YAML with its VAE beside it,
-which `vidiff generate --checkpoint RUN/export` reads.
+CSV and TensorBoard logs, and `export/`: a pipeline folder (vidiff.pipelines.pipeline_folder) with the
+VAE, the text encoder and the stage's EMA weights, which `vidiff generate --checkpoint RUN/export` reads.
+Only rank 0 writes.
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 from vidiff.config import save_config
 from vidiff.errors import VidiffError
-from vidiff.models.text_encoder import encode_captions
-from vidiff.pipelines.text_to_video import VAE_DIR
+from vidiff.models.text_encoder import TextEncoder, TextEncoderConfig, encode_captions
+from vidiff.pipelines.pipeline_folder import save_pipeline
 from vidiff.pipelines.stage import StageConfig
-from vidiff.training.batching import JointBatchSampler
+from vidiff.training.batching import JointBatchSampler, SyncSamplerWithTrainer
 from vidiff.training.diffusion_module import DiffusionModule, DiffusionTrainConfig
 from vidiff.training.latent_cache import load_latent_cache
 
@@ -34,6 +35,7 @@ class DataConfig:
 class TrainRunConfig:
     out_dir: str = "runs/base"
     stage: StageConfig = field(default_factory=StageConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: DiffusionTrainConfig = field(default_factory=DiffusionTrainConfig)
 
@@ -51,7 +53,7 @@ class LatentTextDataset(Dataset):
         return {"latents": self.latents[i], "text": self.text[i], "text_mask": self.text_mask[i]}
 
 
-def build_dataset(config: TrainRunConfig, module: DiffusionModule) -> tuple[LatentTextDataset, Path]:
+def build_dataset(config: TrainRunConfig, text_encoder: TextEncoder) -> tuple[LatentTextDataset, Path]:
     cache = load_latent_cache(config.data.latents)
     stage = config.stage
     shapes = {tuple(z.shape[-3:-2]) + tuple(z.shape[-2:]) for z in cache.latents}
@@ -67,7 +69,12 @@ def build_dataset(config: TrainRunConfig, module: DiffusionModule) -> tuple[Late
             f"latent cache {config.data.latents} holds latents of size {sorted(spatial)} but the stage generates "
             f"{stage.latent_height}x{stage.latent_width}; set stage.latent_height/latent_width to match"
         )
-    text, mask = encode_with_blanks(module.stage.text_encoder, cache.captions)
+    if text_encoder.dim != stage.text_dim:
+        raise VidiffError(
+            f"the text encoder gives features of width {text_encoder.dim} but the denoiser attends to "
+            f"{stage.text_dim}; set the denoiser's text_dim={text_encoder.dim} or use another text encoder"
+        )
+    text, mask = encode_with_blanks(text_encoder, cache.captions)
     return LatentTextDataset(cache.latents, text, mask), cache.vae_dir
 
 
@@ -94,11 +101,13 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
     tc = config.train
     L.seed_everything(tc.seed, verbose=False)
     out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "train.yaml")
+    if rank_zero_only.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "train.yaml")
 
     module = DiffusionModule(config.stage, tc)
-    dataset, vae_dir = build_dataset(config, module)
+    text_encoder = TextEncoder(config.text)
+    dataset, vae_dir = build_dataset(config, text_encoder)
     frames = [int(z.shape[1]) for z in dataset.latents]
     sampler = JointBatchSampler(
         video_indices=[i for i, t in enumerate(frames) if t > 1],
@@ -109,7 +118,7 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
         steps_per_epoch=tc.steps_per_epoch,
         seed=tc.seed,
     )
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=tc.num_workers)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=tc.num_workers)  # each rank takes its slice
 
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
@@ -121,8 +130,9 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
         logger=[L.pytorch.loggers.CSVLogger(out, name="logs"), _tensorboard(out)],
         callbacks=[
             L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0),
-            _AlignBatchesWithStep(sampler),
+            SyncSamplerWithTrainer(sampler),
         ],
+        use_distributed_sampler=False,  # the batch sampler slices each global batch by rank itself
         log_every_n_steps=tc.log_every,
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -130,27 +140,17 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
         deterministic=False,
     )
     trainer.fit(module, loader, ckpt_path=str(last) if last.is_file() else None)
-    return export_stage(module, out / "export", vae_dir)
+    export = out / "export"
+    if trainer.is_global_zero:
+        export_stage(module, text_encoder, export, vae_dir)
+    trainer.strategy.barrier("export")
+    return export
 
 
-class _AlignBatchesWithStep(L.Callback):
-    """Start each epoch's batches at the global step, so a resumed run replays the same batches."""
-
-    def __init__(self, sampler: JointBatchSampler):
-        self.sampler = sampler
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.sampler.start_step = trainer.global_step
-
-
-def export_stage(module: DiffusionModule, export_dir: Path, vae_dir: Path) -> Path:
-    """EMA weights + config, and a copy of the VAE, into one self-contained folder."""
-    module.stage.save_pretrained(export_dir, denoiser_state=module.ema_state())
-    target = export_dir / VAE_DIR
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(vae_dir, target)
-    return export_dir
+def export_stage(module: DiffusionModule, text_encoder: TextEncoder, export_dir: Path, vae_dir: Path) -> Path:
+    """The stage's EMA weights with the VAE it was trained on and its text encoder, as one pipeline folder."""
+    ema = {f"denoiser.{k}": v for k, v in module.ema_state().items()}
+    return save_pipeline(export_dir, vae_dir, text_encoder, [(module.stage, ema)])
 
 
 def _precision(setting: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -15,6 +14,8 @@ from torch import nn
 from vidiff.config import save_config
 from vidiff.errors import VidiffError
 from vidiff.models.vae import CausalVAE3D
+from vidiff.training.batching import JointBatchSampler, SyncSamplerWithTrainer
+from vidiff.training.lr_schedule import warmup_decay_factor
 from vidiff.training.vae_config import VAETrainConfig
 from vidiff.training.vae_eval import clip_psnr, latent_stats, psnr, toy_videos
 
@@ -57,11 +58,6 @@ class VAEModule(pl.LightningModule):
         self.vae = CausalVAE3D(cfg.model)
         self.disc = PatchDiscriminator3D(cfg.model.in_channels, cfg.loss.disc_channels) if cfg.loss.adv_weight > 0 else None
         self.automatic_optimization = False  # two optimizers when the discriminator is on
-        self.batch_sampler = None  # a JointBatchSampler: each epoch starts at the global step (exact resume)
-
-    def on_train_epoch_start(self) -> None:
-        if self.batch_sampler is not None:
-            self.batch_sampler.start_step = self.global_step
 
     def configure_optimizers(self):
         t = self.cfg.train
@@ -72,10 +68,7 @@ class VAEModule(pl.LightningModule):
 
     def lr_at(self, step: int) -> float:
         t = self.cfg.train
-        if step < t.warmup_steps:
-            return t.lr * (step + 1) / t.warmup_steps
-        frac = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
-        return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+        return t.lr * warmup_decay_factor(step, t.warmup_steps, t.steps, "cosine", t.min_lr_ratio)
 
     def losses(self, x: torch.Tensor, adv: bool) -> tuple[torch.Tensor, dict, torch.Tensor]:
         lc = self.cfg.loss
@@ -148,8 +141,6 @@ class _VideoTensorDataset(torch.utils.data.Dataset):
 
 
 def _train_loader(cfg: VAETrainConfig):
-    from vidiff.training.batching import JointBatchSampler
-
     d = cfg.data
     videos = toy_videos(d.num_samples, d.num_frames, d.height, d.width, d.seed, d.image_share)
     vids = [i for i, v in enumerate(videos) if v.shape[1] > 1]
@@ -172,6 +163,8 @@ def train_vae(cfg: VAETrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "train_config.yaml")
     module = VAEModule(cfg)
+    cpu0, wall0 = time.process_time(), time.perf_counter()  # the data's rendering counts, as before
+    loader, sampler = _train_loader(cfg)
     ckpt_dir = out / "checkpoints"
     resume = ckpt_dir / "last.ckpt"
     ckpt_cb = pl.callbacks.ModelCheckpoint(
@@ -182,13 +175,11 @@ def train_vae(cfg: VAETrainConfig) -> Path:
         accelerator="cpu",
         devices=1,
         logger=pl.loggers.CSVLogger(out, name="logs"),
-        callbacks=[ckpt_cb],
+        callbacks=[ckpt_cb, SyncSamplerWithTrainer(sampler)],
         enable_model_summary=False,
         log_every_n_steps=10,
         num_sanity_val_steps=0,
     )
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    loader, module.batch_sampler = _train_loader(cfg)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=str(resume) if resume.is_file() else None)
     train_wall, train_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     if trainer.global_step < cfg.train.steps:

@@ -47,7 +47,7 @@ def _truth_agreement(prompts_a, prompts_b) -> dict:
     return out
 
 
-def evaluate_oracle(
+def validate_oracle(
     n: int = 300,
     seed: int = 2024,
     sizes=SIZES,
@@ -126,7 +126,7 @@ def evaluate_oracle(
 
 
 def format_report(r: dict) -> str:
-    """The result of `evaluate_oracle` as a small text table."""
+    """The result of `validate_oracle` as a small text table."""
     lines = [
         f"held-out videos: {r['n']} (of them {r['heldout_mp4']['n']} after an mp4 round trip); noise: {r['n_noise']}",
         f"{'':28s}{'color':>8s}{'shape':>8s}{'motion':>8s}",

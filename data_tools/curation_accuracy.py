@@ -1,6 +1,6 @@
 """Score curation against ground truth: cut precision/recall/F1 and static-clip precision/recall.
 
-`python -m data_tools.evaluate --videos 12` writes toy-world raw videos (which carry their truth in
+`python -m data_tools.curation_accuracy --videos 12` writes toy-world raw videos (which carry their truth in
 NAME.json), curates them and prints the figures.
 """
 
@@ -111,7 +111,7 @@ def evaluate_toyworld(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m data_tools.evaluate", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m data_tools.curation_accuracy", description=__doc__)
     p.add_argument("--videos", type=int, default=12, help="number of toy-world raw videos")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", default=None, help="keep the videos and the curation output here")

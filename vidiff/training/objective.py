@@ -1,0 +1,75 @@
+"""The training objective of a diffusion stage, in one place: per-sample conditioning dropout, timestep and
+noise (keyed by each sample's place in the global batch), the noised input, and the weighted loss
+(a fixed weighting, or EDM2's learned per-noise-level weighting)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from vidiff.diffusion import diffusion_loss
+from vidiff.diffusion.learned_weighting import NoiseLevelLogVariance, uncertainty_weighted_loss
+from vidiff.diffusion.objectives import WEIGHTINGS, add_noise
+from vidiff.errors import VidiffError
+from vidiff.models.cond import DROPPABLE, Cond
+from vidiff.training.sample_keys import SampleKeys
+
+# "learned": EDM2's learned per-noise-level weighting over the plain loss (vidiff.diffusion.learned_weighting)
+TRAIN_WEIGHTINGS = (*WEIGHTINGS, "learned")
+
+
+@dataclass
+class StepLoss:
+    """What one step computed: `objective` is what to minimise, `loss` the weighted diffusion loss to report."""
+
+    objective: Tensor
+    loss: Tensor
+    per_sample: Tensor  # [B]
+    t: Tensor  # [B] timesteps
+
+
+class DiffusionObjective(nn.Module):
+    """`dropout` maps a conditioning input ("text", or one of Cond's DROPPABLE fields) to the probability that a
+    sample trains without it (classifier-free guidance needs the unconditional model too)."""
+
+    def __init__(self, weighting: str = "min_snr", gamma: float = 5.0, dropout: dict[str, float] | None = None, seed: int = 0):
+        super().__init__()
+        if weighting not in TRAIN_WEIGHTINGS:
+            raise VidiffError(f"train.loss_weighting must be one of {', '.join(TRAIN_WEIGHTINGS)}, got {weighting!r}")
+        self.dropout = dict(dropout or {})
+        for name, p in self.dropout.items():
+            if name != "text" and name not in DROPPABLE:
+                raise VidiffError(f"dropout of {name!r}: not a conditioning input; use text or {', '.join(DROPPABLE)}")
+            if not 0.0 <= p <= 1.0:
+                raise VidiffError(f"dropout probability of {name} must be in [0, 1], got {p}")
+        self.weighting, self.gamma = weighting, gamma
+        self.log_variance = NoiseLevelLogVariance(seed=seed) if weighting == "learned" else None
+
+    def drop_inputs(self, cond: Cond, keys: SampleKeys) -> Cond:
+        """Each sample loses each input with its own probability, drawn from its own key."""
+        for name, p in self.dropout.items():
+            if p > 0:
+                cond = cond.drop(name, keys.rand(f"drop/{name}") < p)
+        return cond
+
+    def forward(self, stage, latents: Tensor, cond: Cond, keys: SampleKeys) -> StepLoss:
+        """The loss of `stage` (a DiffusionStage) on clean `latents` [B, C, T, h, w] under `cond`."""
+        if len(keys) != latents.shape[0]:
+            raise VidiffError(f"{len(keys)} sample keys for a batch of {latents.shape[0]}")
+        schedule = stage.schedule
+        cond = self.drop_inputs(cond, keys)
+        t = keys.randint("timestep", schedule.num_steps, device=latents.device)
+        noise = keys.randn("noise", tuple(latents.shape[1:]), device=latents.device, dtype=latents.dtype)
+        x_t = add_noise(latents, noise, schedule.alpha(t), schedule.sigma(t))
+        pred = stage(x_t, t, cond)
+        mask = None if cond.frame_mask is None else cond.frame_mask[:, None, :, None, None]
+        weighting = "plain" if self.log_variance is not None else self.weighting
+        per_sample = diffusion_loss(
+            pred, latents, noise, t, schedule, stage.config.prediction, weighting, self.gamma, mask=mask, reduction="none"
+        )
+        loss = per_sample.mean()
+        if self.log_variance is None:
+            return StepLoss(loss, loss, per_sample, t)
+        objective = uncertainty_weighted_loss(per_sample, self.log_variance(t.float() / schedule.num_steps))
+        return StepLoss(objective, loss, per_sample, t)
