@@ -21,8 +21,8 @@ from pathlib import Path
 from data_tools.analyze import AnalysisConfig, analyze
 from data_tools.captions import Captioner, caption_for, read_sidecar
 from data_tools.clips import ClipConfig, keyframe_indices, plan_segments, write_clip
-from vidiff.manifest import write_manifest
 from vidiff.errors import VidiffError
+from vidiff.manifest import write_manifest
 
 VIDEO_SUFFIXES = {
     ".mp4",

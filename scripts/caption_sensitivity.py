@@ -19,11 +19,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vidiff.demo import DIRECTIONS  # noqa: E402
 from vidiff.diffusion.objectives import add_noise, convert_prediction  # noqa: E402
 from vidiff.models.cond import Cond  # noqa: E402
-from vidiff.pipelines.stage import DiffusionStage  # noqa: E402
+from vidiff.pipelines.pipeline_folder import load_pipeline  # noqa: E402
 from vidiff.toyworld import COLORS, SHAPES  # noqa: E402
+from vidiff.toyworld.prompts import DIRECTIONS  # noqa: E402
 from vidiff.training.latent_cache import load_latent_cache  # noqa: E402
 from vidiff.training.train_stage import encode_with_blanks  # noqa: E402
 
@@ -39,13 +39,14 @@ def swapped(caption: str, position: int, pool, rng: random.Random) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", required=True, help="a stage export folder (e.g. demo_out/base/export)")
+    ap.add_argument("--checkpoint", required=True, help="a pipeline export folder (e.g. demo_out/base/export)")
     ap.add_argument("--latents", required=True, help="the latent cache it trained on")
     ap.add_argument("--clips", type=int, default=96)
     ap.add_argument("--levels", type=int, nargs="+", default=[950, 850, 700, 500, 300])
     args = ap.parse_args()
 
-    stage = DiffusionStage.from_pretrained(args.checkpoint).eval()
+    pipe = load_pipeline(args.checkpoint)
+    stage = pipe.stages[0]
     cache = load_latent_cache(args.latents)
     idx = [i for i, c in enumerate(cache.captions) if " moving " in c and cache.latents[i].shape[1] > 1]
     idx = idx[: args.clips]
@@ -57,7 +58,7 @@ def main() -> None:
     variants = {"true": captions, "empty": [""] * len(captions)}
     for name, (position, pool) in SWAPS.items():
         variants[name] = [swapped(c, position, pool, rng) for c in captions]
-    conds = {name: Cond(*encode_with_blanks(stage.text_encoder, caps)) for name, caps in variants.items()}
+    conds = {name: Cond(*encode_with_blanks(pipe.text_encoder, caps)) for name, caps in variants.items()}
 
     gen = torch.Generator().manual_seed(0)
     print(f"x0 mean squared error of {len(idx)} clips; higher than 'true' = the model uses that word")

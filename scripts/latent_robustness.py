@@ -20,6 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from vidiff.eval.oracle_metric import oracle_metric  # noqa: E402
 from vidiff.models.vae import CausalVAE3D  # noqa: E402
 from vidiff.toyworld import Oracle  # noqa: E402
 from vidiff.training.latent_cache import load_latent_cache  # noqa: E402
@@ -51,8 +52,9 @@ def main() -> None:
     for std in args.noise:
         with torch.no_grad():
             video = vae.decode(vae.denormalize_latents(z + std * torch.randn(z.shape, generator=gen))).clamp(-1, 1)
-        s = oracle.score_batch(list(video), captions)
-        print(f"{std:5.2f}  {s['color']:6.2f}  {s['shape']:5.2f}  {s['motion']:6.2f}", flush=True)
+        items = [(f"clip {i}", v, c) for i, v, c in zip(picked, video, captions, strict=True)]
+        s = oracle_metric(items, oracle=oracle, progress=False)
+        print(f"{std:5.2f}  {s['color_accuracy']:6.2f}  {s['shape_accuracy']:5.2f}  {s['motion_accuracy']:6.2f}", flush=True)
 
 
 if __name__ == "__main__":

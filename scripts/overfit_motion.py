@@ -20,15 +20,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vidiff.config import load_config  # noqa: E402
+from vidiff.eval.oracle_metric import oracle_metric  # noqa: E402
 from vidiff.models.cond import Cond  # noqa: E402
-from vidiff.models.text_encoder import encode_captions  # noqa: E402
+from vidiff.models.text_encoder import TextEncoder, encode_captions  # noqa: E402
 from vidiff.models.vae import CausalVAE3D  # noqa: E402
-from vidiff.toyworld import ATTRIBUTES, Oracle  # noqa: E402
+from vidiff.toyworld import ATTRIBUTES  # noqa: E402
+from vidiff.toyworld.prompts import DIRECTIONS, prompt_of  # noqa: E402
 from vidiff.training.diffusion_module import DiffusionModule  # noqa: E402
 from vidiff.training.latent_cache import load_latent_cache  # noqa: E402
+from vidiff.training.sample_keys import SampleKeys  # noqa: E402
 from vidiff.training.train_stage import TrainRunConfig, encode_with_blanks  # noqa: E402
-
-DIRECTIONS = ("left", "right", "up", "down")
 
 
 def main() -> None:
@@ -57,14 +58,17 @@ def main() -> None:
     )
 
     cfg = load_config(TrainRunConfig, ROOT / "configs/toy/base_unet.yaml", [])
-    stage = DiffusionModule(cfg.stage, cfg.train).stage
-    text, mask = encode_with_blanks(stage.text_encoder, [caps[i] for i in idx])
+    module = DiffusionModule(cfg.stage, cfg.train)  # the toy config's objective: its weighting and caption dropout
+    stage, objective = module.stage, module.objective
+    text_encoder = TextEncoder(cfg.text)
+    text, mask = encode_with_blanks(text_encoder, [caps[i] for i in idx])
     latents = torch.stack([cache.latents[i] for i in idx]).float()
     opt = torch.optim.AdamW(stage.denoiser.parameters(), lr=1e-3)
     t0 = time.time()
     for step in range(args.steps):
         j = torch.randint(len(idx), (args.batch_size,))
-        loss = stage.training_loss(latents[j], Cond(text=text[j], text_mask=mask[j]))
+        keys = SampleKeys.for_rank(cfg.train.seed, step, args.batch_size)
+        loss = objective(stage, latents[j], Cond(text=text[j], text_mask=mask[j]), keys).objective
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(stage.denoiser.parameters(), 1.0)
@@ -74,8 +78,8 @@ def main() -> None:
 
     stage.eval()
     vae = CausalVAE3D.from_pretrained(Path(args.demo) / "vae")
-    prompts = [f"a {colour} {shape} moving {d}" for d in DIRECTIONS for _ in range(4)]
-    encoded = encode_captions(stage.text_encoder, prompts)
+    prompts = [prompt_of(colour, shape, d) for d in DIRECTIONS for _ in range(4)]
+    encoded = encode_captions(text_encoder, prompts)
     videos = []
     for i in range(len(prompts)):
         z = stage.sample(
@@ -83,11 +87,11 @@ def main() -> None:
         )
         with torch.no_grad():
             videos.append(vae.decode(vae.denormalize_latents(z)).clamp(-1, 1)[0])
-    scores = Oracle().score_batch(videos, prompts)
-    print("oracle:", {k: round(scores[k], 3) for k in ATTRIBUTES})
+    scores = oracle_metric([(f"video {i}", v, p) for i, (v, p) in enumerate(zip(videos, prompts, strict=True))], progress=False)
+    print("oracle:", {k: round(scores[f"{k}_accuracy"], 3) for k in ATTRIBUTES})
     print(
         "asked -> seen:",
-        [(p.split()[-1], it["predicted"]["motion"]) for p, it in zip(prompts, scores["items"], strict=True)],
+        [(p.split()[-1], it["predicted"]["motion"]) for p, it in zip(prompts, scores["per_video"], strict=True)],
     )
 
 

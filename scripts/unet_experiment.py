@@ -22,9 +22,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vidiff.demo import Demo, DemoConfig  # noqa: E402
+from vidiff.config import load_config  # noqa: E402
 from vidiff.errors import VidiffError  # noqa: E402
+from vidiff.eval.toy_generation import generate_and_score  # noqa: E402
 from vidiff.toyworld import ATTRIBUTES  # noqa: E402
+from vidiff.toyworld.prompts import heldout_prompts, holdout_triples, train_prompts  # noqa: E402
+from vidiff.training.train_stage import TrainRunConfig, train_stage  # noqa: E402
+
+BASE_CONFIG = ROOT / "configs" / "toy" / "base_unet.yaml"  # the demo's U-Net config
 
 
 def main() -> None:
@@ -43,20 +48,26 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    demo = Demo(args.out, DemoConfig(seed=args.seed, base_overrides=args.overrides,
-                                     seeds_per_prompt=args.seeds_per_prompt))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    holdout = holdout_triples(args.seed)  # the demo's held-out split for this seed
     t0 = time.perf_counter()
     try:
-        export = demo.train_base(Path(args.latents))
+        run = load_config(
+            TrainRunConfig, BASE_CONFIG, [*args.overrides, f"data.latents={Path(args.latents)}", f"out_dir={out / 'base'}"]
+        )
+        export = train_stage(run)
     except VidiffError as e:
         p.error(str(e))
     result: dict = {"overrides": args.overrides, "train_seconds": round(time.perf_counter() - t0, 1)}
-    for name, prompts in (("heldout", demo.heldout_prompts()), ("train", demo.train_prompts())):
-        _, _, scores = demo.generate_and_score(export, prompts, name)
-        result[name] = {"n": scores["n"], **{k: round(scores[k], 3) for k in ATTRIBUTES}}
+    for name, prompts in (("heldout", heldout_prompts(holdout)), ("train", train_prompts(args.seed, holdout))):
+        _, _, scores = generate_and_score(
+            export, prompts, out / "generated" / name, args.seeds_per_prompt, seed=args.seed * 1000
+        )
+        result[name] = {"n": scores["n_videos"], **{k: round(scores[f"{k}_accuracy"], 3) for k in ATTRIBUTES}}
     line = json.dumps(result)
     print(line)
-    (Path(args.out) / "result.json").write_text(line + "\n")
+    (out / "result.json").write_text(line + "\n")
 
 
 if __name__ == "__main__":

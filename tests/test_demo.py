@@ -40,6 +40,6 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tmp_path):
     assert ran.returncode == 0, ran.stderr[-3000:]
     result = json.loads((tmp_path / "exp" / "result.json").read_text())
     assert result["heldout"]["n"] == 12 and result["train"]["n"] == 12
-    assert (tmp_path / "exp" / "base" / "export" / "denoiser.safetensors").is_file()
+    assert (tmp_path / "exp" / "base" / "export" / "base" / "model.safetensors").is_file()
     bad = subprocess.run([*experiment[:3], str(tmp_path), "--out", str(tmp_path / "bad")], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "not a latent cache" in bad.stderr

@@ -79,6 +79,52 @@ def test_rope_scores_depend_only_on_offset():
     torch.testing.assert_close(qs.norm(dim=-1), q.norm().expand(12))
 
 
+def test_rope_1d_tables_are_unchanged():
+    """The time tables are bit-identical to the formula trained models were built with."""
+    for head_dim, base, length in ((16, 10000.0, 12), (64, 500.0, 33)):
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        angles = torch.arange(length, dtype=torch.float32)[:, None] * inv_freq[None]
+        cos, sin = RotaryEmbedding(head_dim, base)(length)
+        assert torch.equal(cos, torch.cat([angles.cos(), angles.cos()], -1))
+        assert torch.equal(sin, torch.cat([-angles.sin(), angles.sin()], -1))
+
+
+def test_rope_2d_scores_depend_only_on_the_row_and_column_offset():
+    h, w, d = 4, 5, 16
+    cos, sin = RotaryEmbedding(d, axes=2)((h, w))
+    assert cos.shape == sin.shape == (h * w, d)
+    q, k = torch.randn(d, dtype=torch.float64), torch.randn(d, dtype=torch.float64)
+    qs = apply_rotary(q.expand(h * w, d), cos.double(), sin.double())
+    ks = apply_rotary(k.expand(h * w, d), cos.double(), sin.double())
+    scores = qs @ ks.T
+    rows, cols = torch.arange(h).repeat_interleave(w), torch.arange(w).repeat(h)  # row-major tokens
+    by_offset: dict[tuple[int, int], list[float]] = {}
+    for i in range(h * w):
+        for j in range(h * w):
+            by_offset.setdefault((int(rows[i] - rows[j]), int(cols[i] - cols[j])), []).append(
+                scores[i, j].item()
+            )
+    assert len(by_offset) == (2 * h - 1) * (2 * w - 1)
+    for offset, values in by_offset.items():
+        torch.testing.assert_close(
+            torch.tensor(values), torch.full((len(values),), values[0]), msg=str(offset)
+        )
+    # rows and columns are separate axes: a row offset is not a column offset, nor a token-index offset
+    ref = by_offset[(0, 0)][0]
+    assert len({round(by_offset[o][0] - ref, 6) for o in [(1, 0), (0, 1), (0, 2), (1, 1)]}) == 4
+    torch.testing.assert_close(qs.norm(dim=-1), q.norm().expand(h * w))  # a pure rotation
+    # the row half of the pairs sees only rows, the column half only columns
+    row_only = RotaryEmbedding(d, axes=2)((h, 1))[0]
+    col_only = RotaryEmbedding(d, axes=2)((1, w))[0]
+    half = d // 4
+    assert torch.equal(row_only[:, half : 2 * half], torch.ones(h, half))
+    assert torch.equal(col_only[:, :half], torch.ones(w, half))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        RotaryEmbedding(6, axes=2)
+    with pytest.raises(ValueError, match="2 axes"):
+        RotaryEmbedding(8, axes=2)(5)
+
+
 def test_scalar_embeddings_distinguish_values():
     e = sinusoidal_embedding(torch.tensor([0.0, 1.0, 500.0]), 64)
     assert e.shape == (3, 64) and torch.isfinite(e).all()

@@ -5,8 +5,8 @@ import math
 import pyarrow.parquet as pq
 import pytest
 
-from vidiff.manifest import COLUMNS, read_manifest, write_manifest
 from vidiff.errors import VidiffError
+from vidiff.manifest import COLUMNS, read_manifest, write_manifest
 
 
 def _rows():

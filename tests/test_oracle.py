@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from vidiff.errors import VidiffError
-from vidiff.toyworld import ATTRIBUTES, Oracle, SceneSpec, caption, oracle_accuracy, render
+from vidiff.eval.oracle_metric import oracle_metric
+from vidiff.toyworld import ATTRIBUTES, Oracle, SceneSpec, caption, render, summarize_scores
 from vidiff.toyworld.oracle_validation import validate_oracle
 from vidiff.video import to_uint8
 
@@ -85,20 +86,36 @@ def test_consistency_drops_when_the_object_changes():
     assert oracle.read(growing)["consistency"] < 0.5
 
 
-def test_batch_helpers():
+def test_batch_scores():
     specs = [
         _spec(color=c, shape=s) for c, s in (("red", "circle"), ("blue", "triangle"), ("yellow", "square"))
     ]
     videos = [render(s, 8, 32, 32) for s in specs]
     prompts = [caption(s) for s in specs]
-    acc = oracle_accuracy(videos, prompts)
-    assert acc == {"color": 1.0, "shape": 1.0, "motion": 1.0, "consistency": acc["consistency"], "n": 3}
-    half_wrong = oracle_accuracy(videos, [prompts[0], prompts[2], prompts[1]])
-    assert half_wrong["color"] == pytest.approx(1 / 3) and half_wrong["motion"] == 1.0
-    batch = Oracle().score_batch(videos, prompts)
-    assert [it["predicted"]["shape"] for it in batch["items"]] == ["circle", "triangle", "square"]
-    with pytest.raises(VidiffError, match="2 prompts"):
-        Oracle().score_batch(videos, prompts[:2])
+    names = ["a.mp4", "b.mp4", "c.mp4"]
+    acc = oracle_metric(zip(names, videos, prompts, strict=True), progress=False)
+    assert {k: v for k, v in acc.items() if k not in ("consistency", "per_video")} == {
+        **{f"{a}_accuracy": 1.0 for a in ATTRIBUTES},
+        **{f"{a}_n": 3 for a in ATTRIBUTES},
+        "all_correct": 1.0,
+        "n_videos": 3,
+    }
+    assert acc["consistency"] == pytest.approx(np.mean([r["consistency"] for r in acc["per_video"]]))
+    assert [r["predicted"]["shape"] for r in acc["per_video"]] == ["circle", "triangle", "square"]
+    assert [r["file"] for r in acc["per_video"]] == names
+    half_wrong = oracle_metric(zip(names, videos, [prompts[0], prompts[2], prompts[1]], strict=True), progress=False)
+    assert half_wrong["color_accuracy"] == pytest.approx(1 / 3) and half_wrong["motion_accuracy"] == 1.0
+    assert half_wrong["all_correct"] == pytest.approx(1 / 3)
+    # an attribute no prompt names is not scored, and a prompt naming nothing does not count in all_correct
+    unnamed = oracle_metric([("a.mp4", videos[0], "a red thing"), ("b.mp4", videos[1], "something")], progress=False)
+    assert unnamed["color_accuracy"] == 1.0 and unnamed["color_n"] == 1
+    assert unnamed["shape_accuracy"] is None and unnamed["shape_n"] == 0 and unnamed["all_correct"] == 1.0
+    with pytest.raises(VidiffError, match="b.mp4: the prompt is empty"):
+        oracle_metric(zip(names, videos, [prompts[0], " ", prompts[2]], strict=True), progress=False)
+    with pytest.raises(VidiffError, match="no videos"):
+        oracle_metric([], progress=False)
+    empty = summarize_scores([])
+    assert empty["n_videos"] == 0 and empty["consistency"] is None and empty["color_accuracy"] is None
 
 
 def test_bad_video_shapes():

@@ -257,3 +257,19 @@ def test_raw_video_object_sizes_and_a_clear_error_when_they_cannot_move(tmp_path
     with pytest.raises(VidiffError, match="smaller objects"):
         write_raw_video(tmp_path / "huge.mp4", seed=5, object_size=(0.8, 0.9), **kw)
     assert not (tmp_path / "huge.mp4").exists()
+
+
+def test_evaluation_prompts_hold_out_combinations_training_never_sees():
+    from vidiff.toyworld.prompts import DIRECTIONS, heldout_prompts, holdout_triples, prompt_of, train_prompts
+
+    assert DIRECTIONS == ("left", "right", "up", "down")
+    holdout = holdout_triples(0)
+    assert holdout == holdout_triples(0) and len(holdout) == 3 * len(DIRECTIONS)
+    for d in DIRECTIONS:  # no colour or shape held out twice for one direction
+        picked = [t for t in holdout if t[2] == d]
+        assert len({c for c, _, _ in picked}) == 3 and len({s for _, s, _ in picked}) == 3
+    held = heldout_prompts(holdout)
+    train = train_prompts(0, holdout, 12)
+    assert len(train) == len(set(train)) == 12 and not set(held) & set(train)
+    assert prompt_of("red", "circle", "left") == "a red circle moving left"
+    assert all(parse_prompt(p) == dict(zip(("color", "shape", "motion"), t, strict=True)) for p, t in zip(held, holdout, strict=True))

@@ -145,3 +145,21 @@ def test_captions_encode_once_and_blanks_are_unconditional():
     torch.testing.assert_close(text[0], text[2])
     text, mask = encode_with_blanks(encoder, ["", ""])  # no caption at all: an unconditional model
     assert text.shape[:2] == mask.shape == (2, 1) and text.shape[2] == encoder.dim and not mask.any()
+
+
+def _loss_curve(run_dir: Path) -> list[float]:
+    import csv
+
+    (metrics,) = sorted((run_dir / "logs").glob("version_*/metrics.csv"))
+    with open(metrics) as f:
+        return [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
+
+
+def test_a_repeated_run_gives_the_same_loss_curve_and_weights_bit_for_bit(tmp_path, cache):
+    extra = ["train.image_share=0.5", "train.steps_per_epoch=25"]
+    a = _run(tmp_path, cache, 50, "a", extra)
+    b = _run(tmp_path, cache, 50, "b", extra)
+    curve = _loss_curve(tmp_path / "a")
+    assert len(curve) == 50 and curve == _loss_curve(tmp_path / "b")
+    wa, wb = load_file(str(a / "base" / "model.safetensors")), load_file(str(b / "base" / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -12,9 +12,9 @@ import torch
 
 from vidiff.config import load_config
 from vidiff.errors import VidiffError
+from vidiff.eval.psnr import psnr
 from vidiff.models.vae import CausalVAE3D
 from vidiff.training.vae_config import VAETrainConfig
-from vidiff.training.vae_eval import psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 

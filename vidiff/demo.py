@@ -7,20 +7,24 @@ text-to-video on held-out prompts -> oracle scores -> report. Each step leaves i
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vidiff.config import load_config, save_config
 from vidiff.report import Report, video_grid
+from vidiff.toyworld.prompts import (
+    HOLDOUT_PER_MOTION,
+    TRAIN_PROMPTS_TO_SCORE,
+    heldout_prompts,
+    holdout_triples,
+    train_prompts,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-DIRECTIONS = ("left", "right", "up", "down")
 
 
 @dataclass
@@ -33,7 +37,7 @@ class DemoConfig:
     # scenes short enough that objects that large still have room to move
     object_size: tuple[float, float] = (0.28, 0.42)
     scene_frames: tuple[int, int] = (18, 30)
-    holdout_per_motion: int = 3  # (colour, shape) pairs per direction never shown in training
+    holdout_per_motion: int = HOLDOUT_PER_MOTION  # (colour, shape) pairs per direction never shown in training
     vae_config: str = str(CONFIGS / "toy" / "vae.yaml")
     # CPU budget (README has the measured minutes): 2700 of the toy VAE config's 3000 steps (its noise-augmented
     # decoding made each step ~7 % slower), and 2400 of the U-Net config's 3000 steps
@@ -46,25 +50,8 @@ class DemoConfig:
     windows_per_clip: int = 4
     image_share: float = 0.2  # share of image (T == 1) items in the latent cache
     seeds_per_prompt: int = 2
-    train_prompts_to_score: int = 12
+    train_prompts_to_score: int = TRAIN_PROMPTS_TO_SCORE
     workers: int = 2
-
-
-def holdout_triples(seed: int, per_motion: int) -> list[tuple[str, str, str]]:
-    """Held-out (colour, shape, direction) triples: no colour or shape is held out twice per direction."""
-    from vidiff.toyworld import COLORS, SHAPES
-
-    rng = np.random.default_rng(seed + 17)
-    out = []
-    for motion in DIRECTIONS:
-        colors = list(rng.permutation(list(COLORS)))[:per_motion]
-        shapes = list(rng.permutation(list(SHAPES)))
-        out += [(str(c), str(shapes[i % len(shapes)]), motion) for i, c in enumerate(colors)]
-    return out
-
-
-def prompt_of(color: str, shape: str, motion: str) -> str:
-    return f"a {color} {shape} moving {motion}"
 
 
 class Demo:
@@ -133,18 +120,6 @@ class Demo:
         )
         return train_stage(run)
 
-    def generate(self, export: Path, prompts: list[str], name: str) -> tuple[list[Path], list[str]]:
-        from vidiff.pipelines.text_to_video import generate_videos
-
-        out = self.out / "generated" / name
-        expanded = [p for p in prompts for _ in range(self.cfg.seeds_per_prompt)]
-        if (out / "prompts.jsonl").is_file():
-            records = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
-            if [r["prompt"] for r in records] == expanded:
-                return [out / r["file"] for r in records], expanded
-        paths = generate_videos(export, expanded, out, seed=self.cfg.seed * 1000)
-        return paths, expanded
-
     # ---------------------------------------------------------------- the whole run
     def run(self) -> Path:
         rep = self.report
@@ -154,10 +129,12 @@ class Demo:
         latents = self._timed("latent cache", lambda: self.encode(vae_dir, manifest))
         export = self._timed("base U-Net training", lambda: self.train_base(latents))
 
+        held_prompts = heldout_prompts(self.holdout)
+        tr_prompts = train_prompts(self.cfg.seed, self.holdout, self.cfg.train_prompts_to_score)
         held_videos, held_expanded, held = self._timed(
-            "generation (held-out)", lambda: self.generate_and_score(export, self.heldout_prompts(), "heldout"))
+            "generation (held-out)", lambda: self.generate_and_score(export, held_prompts, "heldout"))
         tr_videos, tr_expanded, tr = self._timed(
-            "generation (train prompts)", lambda: self.generate_and_score(export, self.train_prompts(), "train"))
+            "generation (train prompts)", lambda: self.generate_and_score(export, tr_prompts, "train"))
 
         rep.heading("Scores (toy-world oracle)")
         rows = [_score_row("held-out prompts", held), _score_row("training prompts", tr)]
@@ -165,9 +142,9 @@ class Demo:
         rep.text("Held-out prompts name (colour, shape, direction) combinations that no training clip shows; "
                  "each colour, shape and direction appears in training on its own.")
         rep.heading("Generated videos, held-out prompts")
-        self._show(held_videos, held["items"], held_expanded, "heldout")
+        self._show(held_videos, held["per_video"], held_expanded, "heldout")
         rep.heading("Generated videos, training prompts")
-        self._show(tr_videos, tr["items"], tr_expanded, "train")
+        self._show(tr_videos, tr["per_video"], tr_expanded, "train")
         self._curation_section(manifest, summary)
         self._vae_section(vae_dir)
         self._training_section()
@@ -177,24 +154,11 @@ class Demo:
         return rep.write()
 
     def generate_and_score(self, export: Path, prompts: list[str], name: str) -> tuple[list, list[str], dict]:
-        """Generate `seeds_per_prompt` videos per prompt and score them with the toy-world oracle."""
-        from vidiff.toyworld import Oracle
-        from vidiff.video import read_video
+        """`seeds_per_prompt` videos per prompt in generated/NAME, scored with the toy-world oracle."""
+        from vidiff.eval.toy_generation import generate_and_score
 
-        paths, expanded = self.generate(export, prompts, name)
-        videos = [read_video(p) for p in paths]
-        return videos, expanded, Oracle().score_batch(videos, expanded)
-
-    def heldout_prompts(self) -> list[str]:
-        return [prompt_of(*t) for t in self.holdout]
-
-    def train_prompts(self) -> list[str]:
-        from vidiff.toyworld import COLORS, SHAPES
-
-        rng = np.random.default_rng(self.cfg.seed + 29)
-        pool = [t for t in itertools.product(COLORS, SHAPES, DIRECTIONS) if t not in set(self.holdout)]
-        pick = rng.choice(len(pool), self.cfg.train_prompts_to_score, replace=False)
-        return [prompt_of(*pool[i]) for i in pick]
+        c = self.cfg
+        return generate_and_score(export, prompts, self.out / "generated" / name, c.seeds_per_prompt, seed=c.seed * 1000)
 
     def _show(self, videos, items, prompts, name) -> None:
         from vidiff.toyworld import ATTRIBUTES
@@ -218,6 +182,7 @@ class Demo:
             rep.video("curated_clips", video_grid(clips, ncols=8), "kept clips (first 2 s each)", scale=3)
 
     def _vae_section(self, vae_dir: Path) -> None:
+        from vidiff.eval.psnr import psnr
         from vidiff.models.vae import CausalVAE3D
         from vidiff.toyworld import ToyWorldDataset
 
@@ -228,10 +193,9 @@ class Demo:
         videos = torch.stack([ds[i]["video"] for i in range(len(ds))])
         with torch.no_grad():
             recon = vae.decode(vae.encode(videos).mode()).clamp(-1, 1)
-        mse = ((recon - videos) / 2).pow(2).flatten(1).mean(1)
-        psnr = float((10 * torch.log10(1 / mse)).mean())
-        rep.text(f"PSNR on these held-out clips: {psnr:.1f} dB")
-        rep.record("vae_psnr_db", psnr)
+        db = float(psnr(recon, videos).mean())
+        rep.text(f"PSNR on these held-out clips: {db:.1f} dB")
+        rep.record("vae_psnr_db", db)
         rep.video("vae_recon", video_grid(list(videos) + list(recon), ncols=8), "top: original, bottom: VAE")
 
     def _training_section(self) -> None:
@@ -254,8 +218,8 @@ class Demo:
 
 
 def _score_row(name: str, s: dict) -> dict:
-    return {"prompts": name, "n": s["n"], "colour": s["color"], "shape": s["shape"], "motion": s["motion"],
-            "consistency": s["consistency"]}
+    return {"prompts": name, "n": s["n_videos"], "colour": s["color_accuracy"], "shape": s["shape_accuracy"],
+            "motion": s["motion_accuracy"], "consistency": s["consistency"]}
 
 
 def run_demo(out_dir: str | Path = "demo_out", seed: int = 0, config: str | None = None, overrides=()) -> Path:

@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vidiff.errors import VidiffError
+from vidiff.toyworld.oracle import Oracle, summarize_scores
 from vidiff.toyworld.world import ATTRIBUTES
 
 
@@ -18,15 +19,15 @@ def oracle_metric(
     total: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Score (name, clip [C, T, H, W], prompt) items with `vidiff.toyworld.Oracle`.
+    """Score (name, clip [C, T, H, W], prompt) items with `vidiff.toyworld.Oracle`; the figures are
+    `vidiff.toyworld.oracle.summarize_scores`'s.
 
     `<attr>_accuracy` averages over the videos whose prompt names that attribute (None if none does);
     `all_correct` is the share of videos with every named attribute right; `consistency` is the mean
-    of the oracle's per-video temporal consistency (presence x colour stability x size stability).
+    of the oracle's per-video temporal consistency (presence x colour stability x size stability);
+    `per_video` rows hold file, prompt, consistency, each attribute's verdict and `predicted`.
     """
     if oracle is None:
-        from vidiff.toyworld import Oracle
-
         oracle = Oracle()
     per_video = []
     for name, video, prompt in tqdm(items, total=total, desc="oracle", unit="video", disable=not progress):
@@ -42,14 +43,4 @@ def oracle_metric(
         per_video.append(row)
     if not per_video:
         raise VidiffError("oracle: no videos to score")
-    out: dict[str, Any] = {}
-    for a in ATTRIBUTES:
-        scored = [bool(v[a]) for v in per_video if v[a] is not None]
-        out[f"{a}_accuracy"] = sum(scored) / len(scored) if scored else None
-        out[f"{a}_n"] = len(scored)
-    named = [[v[a] for a in ATTRIBUTES if v[a] is not None] for v in per_video]
-    out["all_correct"] = sum(all(n) for n in named if n) / max(1, sum(1 for n in named if n))
-    out["consistency"] = sum(v["consistency"] for v in per_video) / len(per_video)
-    out["n_videos"] = len(per_video)
-    out["per_video"] = per_video
-    return out
+    return summarize_scores(per_video)

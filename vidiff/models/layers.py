@@ -82,7 +82,9 @@ class RotaryEmbedding(nn.Module):
         if axes not in (1, 2):
             raise ValueError(f"rotary embedding covers 1 (time) or 2 (rows, columns) axes, got {axes}")
         if head_dim % (2 * axes):
-            raise ValueError(f"rotary embedding over {axes} axes needs a head dim divisible by {2 * axes}, got {head_dim}")
+            raise ValueError(
+                f"rotary embedding over {axes} axes needs a head dim divisible by {2 * axes}, got {head_dim}"
+            )
         self.axes = axes
         dim = head_dim // axes  # rotary dims per axis
         inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))

@@ -1,7 +1,7 @@
 """The synthetic shapes world (our MNIST): seeded captioned clips, long raw videos for curation, and an oracle."""
 
 from vidiff.toyworld.dataset import ToyWorldDataset, generate_dataset
-from vidiff.toyworld.oracle import Oracle, oracle_accuracy
+from vidiff.toyworld.oracle import Oracle, summarize_scores
 from vidiff.toyworld.raw import TRANSITIONS, write_raw_video
 from vidiff.toyworld.world import (
     ATTRIBUTES,
@@ -29,10 +29,10 @@ __all__ = [
     "ToyWorldDataset",
     "caption",
     "generate_dataset",
-    "oracle_accuracy",
     "parse_prompt",
     "render",
     "render_frames",
     "sample_spec",
+    "summarize_scores",
     "write_raw_video",
 ]

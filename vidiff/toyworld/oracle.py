@@ -235,22 +235,24 @@ class Oracle:
         out["details"] = seen["details"]
         return out
 
-    def score_batch(self, videos, prompts) -> dict:
-        """Mean agreement per attribute over the items where it is scored, mean consistency, and the items."""
-        if len(videos) != len(prompts):
-            raise VidiffError(f"score_batch: {len(videos)} videos but {len(prompts)} prompts")
-        items = [self.score(v, p) for v, p in zip(videos, prompts, strict=True)]
-        summary = {}
-        for key in ATTRIBUTES:
-            vals = [it[key] for it in items if it[key] is not None]
-            summary[key] = float(np.mean(vals)) if vals else None
-        summary["consistency"] = float(np.mean([it["consistency"] for it in items])) if items else None
-        summary["n"] = len(items)
-        summary["items"] = items
-        return summary
 
+def summarize_scores(per_video: list[dict]) -> dict:
+    """The one aggregation of oracle scores: what `vidiff eval`, the demo and the scripts report.
 
-def oracle_accuracy(videos, prompts, oracle: Oracle | None = None) -> dict:
-    """Mean per-attribute agreement (color, shape, motion) and mean consistency of videos with prompts."""
-    out = (oracle or Oracle()).score_batch(videos, prompts)
-    return {k: out[k] for k in (*ATTRIBUTES, "consistency", "n")}
+    `per_video`: one row per video with color/shape/motion True, False or None (as `Oracle.score` gives)
+    and its consistency. Returns `<attr>_accuracy` (the share right among the videos whose prompt names
+    that attribute; None if none does) and `<attr>_n` (how many those are), `all_correct` (the share of
+    videos with every named attribute right, among those that name any), `consistency` (the mean; None
+    for no videos), `n_videos`, and `per_video` itself.
+    """
+    out: dict = {}
+    for a in ATTRIBUTES:
+        scored = [bool(v[a]) for v in per_video if v[a] is not None]
+        out[f"{a}_accuracy"] = sum(scored) / len(scored) if scored else None
+        out[f"{a}_n"] = len(scored)
+    named = [[v[a] for a in ATTRIBUTES if v[a] is not None] for v in per_video]
+    out["all_correct"] = sum(all(n) for n in named if n) / max(1, sum(1 for n in named if n))
+    out["consistency"] = sum(v["consistency"] for v in per_video) / len(per_video) if per_video else None
+    out["n_videos"] = len(per_video)
+    out["per_video"] = per_video
+    return out

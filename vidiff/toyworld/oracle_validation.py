@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vidiff.toyworld.oracle import Oracle
+from vidiff.toyworld.oracle import Oracle, summarize_scores
 from vidiff.toyworld.world import (
     ATTRIBUTES,
     COLORS,
@@ -27,12 +27,9 @@ FRAMES = (1, 4, 8, 16)
 
 
 def _agreement(readings, prompts) -> dict:
-    scored = [Oracle.compare(r, p) for r, p in zip(readings, prompts, strict=True)]
-    out = {}
-    for key in ATTRIBUTES:
-        vals = [s[key] for s in scored if s[key] is not None]
-        out[key] = float(np.mean(vals)) if vals else None
-    return out
+    """Per-attribute accuracy of `readings` against `prompts`, keyed by attribute for the report's table."""
+    summary = summarize_scores([Oracle.compare(r, p) for r, p in zip(readings, prompts, strict=True)])
+    return {key: summary[f"{key}_accuracy"] for key in ATTRIBUTES}
 
 
 def _truth_agreement(prompts_a, prompts_b) -> dict:

@@ -8,15 +8,10 @@ from pathlib import Path
 import torch
 
 from vidiff.errors import VidiffError
+from vidiff.eval.psnr import psnr
 from vidiff.models.vae import CausalVAE3D
 
 HELD_OUT_SEED = 1_000_003  # never used for training data
-
-
-def psnr(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB per item of [B, C, T, H, W] videos in [-1, 1] (peak = full range)."""
-    mse = ((recon.clamp(-1, 1) - target) / 2).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
 
 
 def toy_videos(num_samples: int, num_frames: int, height: int, width: int, seed: int, image_share: float = 0.0):
