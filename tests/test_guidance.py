@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from vidiff.diffusion import (
-    classifier_free_guidance,
     batch_together,
+    classifier_free_guidance,
     convert_prediction,
     dynamic_threshold,
     guided_denoise_fn,

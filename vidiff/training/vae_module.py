@@ -13,11 +13,12 @@ from torch import nn
 
 from vidiff.config import save_config
 from vidiff.errors import VidiffError
+from vidiff.eval.psnr import psnr
 from vidiff.models.vae import CausalVAE3D
 from vidiff.training.batching import JointBatchSampler, SyncSamplerWithTrainer
 from vidiff.training.lr_schedule import warmup_decay_factor
 from vidiff.training.vae_config import VAETrainConfig
-from vidiff.training.vae_eval import clip_psnr, latent_stats, psnr, toy_videos
+from vidiff.training.vae_eval import clip_psnr, latent_stats, toy_videos
 
 NOISY_LATENT_STD = 0.2  # summary.json also reports held-out PSNR with this much noise on the normalised latents
 
