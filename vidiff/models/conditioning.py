@@ -19,8 +19,8 @@ from vidiff.models.layers import ScalarEmbedding
 
 @dataclass
 class ConditioningConfig:
-    """What a backbone is conditioned on, besides x_t. A backbone config declares these same fields
-    (UNetConfig does) and builds this with `ConditioningConfig.from_config(its_config)`.
+    """What a backbone is conditioned on, besides x_t. A backbone's config extends this class (UNetConfig
+    does), so its YAML keeps these keys flat; `ConditioningConfig.from_config(its_config)` gathers them.
 
     text_dim: width of Cond.text tokens. pooled_text: add a projection of the mean text token (null
     token included) to the embedding. timestep_scale: t in [0, 1] is embedded as t * timestep_scale

@@ -33,42 +33,30 @@ from vidiff.models.pretrained import PretrainedMixin
 
 
 @dataclass
-class UNetConfig:
+class UNetConfig(ConditioningConfig):
     """Shape of a FactorizedUNet. Defaults are a toy CPU size; see `gpu_unet_config()` for a real one.
 
     attention_levels: indices into channel_mults whose blocks get spatial/cross/temporal attention.
     The conditioning fields (text_dim, lowres_channels, image_channels, timestep_scale,
-    fps_conditioning, pooled_text, noise_aug_conditioning) are those of ConditioningConfig
-    (vidiff.models.conditioning), shared with every backbone; `.conditioning` gathers them.
-    lowres_channels / image_channels: channels of Cond.lowres / Cond.image_latent concatenated to
-    the input (super-resolution / image-to-video stages); zeros when a batch has none.
-    timestep_scale: the denoiser embeds t * timestep_scale, so t in [0, 1] spans the usual range.
-    pooled_text: also add the caption's mean token feature to the timestep embedding (as Imagen and
-    SDXL add a pooled text vector), so every ResBlock sees the whole prompt, not only attention levels.
+    fps_conditioning, pooled_text, noise_aug_conditioning) are inherited from ConditioningConfig
+    (vidiff.models.conditioning), which every backbone config extends; `.conditioning` gathers them.
     temporal_kernel=0 and temporal_attention=False give the pure image model: its weights load into
     a video model with `load_state_dict(sd, strict=False)`, whose temporal layers then start as identity.
     """
 
     in_channels: int = 4
     out_channels: int | None = None
-    lowres_channels: int = 0
-    image_channels: int = 0
     model_channels: int = 64
     channel_mults: tuple[int, ...] = (1, 2)
     num_res_blocks: int = 2
     attention_levels: tuple[int, ...] = (1,)
     mid_attention: bool = True
     head_dim: int = 32
-    text_dim: int = 64
     mlp_ratio: float = 4.0
     temporal_kernel: int = 3
     temporal_attention: bool = True
     norm_groups: int = 32
     dropout: float = 0.0
-    timestep_scale: float = 1000.0
-    fps_conditioning: bool = False
-    pooled_text: bool = True
-    noise_aug_conditioning: bool = False
     rope_base: float = 10000.0
     gradient_checkpointing: bool = False
 
