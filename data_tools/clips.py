@@ -21,7 +21,7 @@ class ClipConfig:
     max_seconds: float = 10.0  # longer shots are split into equal clips no longer than this
     write: bool = False  # False: clips are references (source, start, end); True: clip files
     crf: int = 18  # x264 quality when a clip has to be re-encoded
-    preset: str = "veryfast"
+    preset: str = "veryfast"  # x264 preset of a re-encode: speed against file size
 
     def __post_init__(self):
         if not 0 < self.min_seconds <= self.max_seconds:

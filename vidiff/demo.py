@@ -39,8 +39,8 @@ class DemoConfig:
     scene_frames: tuple[int, int] = (18, 30)
     holdout_per_motion: int = HOLDOUT_PER_MOTION  # (colour, shape) pairs per direction never shown in training
     vae_config: str = str(CONFIGS / "toy" / "vae.yaml")
-    # CPU budget (README has the measured minutes): 2700 of the toy VAE config's 3000 steps (its noise-augmented
-    # decoding made each step ~7 % slower), and 2400 of the U-Net config's 3000 steps
+    # fewer steps than the toy configs' own, so the whole demo fits a ~20-minute CPU budget (measured minutes:
+    # docs/experiments/toy-demo.md)
     vae_overrides: list[str] = field(default_factory=lambda: ["train.steps=2700"])
     base_config: str = str(CONFIGS / "toy" / "base_unet.yaml")
     base_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=2400"])
@@ -136,22 +136,108 @@ class Demo:
         tr_videos, tr_expanded, tr = self._timed(
             "generation (train prompts)", lambda: self.generate_and_score(export, tr_prompts, "train"))
 
-        rep.heading("Scores (toy-world oracle)")
-        rows = [_score_row("held-out prompts", held), _score_row("training prompts", tr)]
-        rep.table(rows, key="oracle")
-        rep.text("Held-out prompts name (colour, shape, direction) combinations that no training clip shows; "
-                 "each colour, shape and direction appears in training on its own.")
-        rep.heading("Generated videos, held-out prompts")
+        self.scores_section(held, tr)
+        rep.heading("Generated videos, held-out prompts", nav="Held-out videos")
+        rep.text("Each video under its prompt, with the oracle's reading: green where it saw what the prompt "
+                 "names, red with what it saw instead.", muted=True)
         self._show(held_videos, held["per_video"], held_expanded, "heldout")
-        rep.heading("Generated videos, training prompts")
+        rep.heading("Generated videos, training prompts", nav="Training-prompt videos")
         self._show(tr_videos, tr["per_video"], tr_expanded, "train")
         self._curation_section(manifest, summary)
+        self.training_section()
         self._vae_section(vae_dir)
-        self._training_section()
-        rep.heading("Time per step (this machine)")
-        rep.table([{"step": k, "seconds": v} for k, v in self.timings.items()], key="timings")
+        self.timings_section()
+        self.config_section()
         rep.record("holdout", self.holdout)
         return rep.write()
+
+    # ---------------------------------------------------------------- report sections from the run folder
+    def scores_section(self, held: dict, tr: dict) -> None:
+        """Headline cards, the oracle's score table and a bar chart: held-out against training prompts."""
+        from vidiff.plots import bars_figure
+        from vidiff.toyworld import COLORS, MOTIONS, SHAPES
+
+        rep = self.report
+        rows = [_score_row("held-out prompts", held), _score_row("training prompts", tr)]
+        vae_summary = self.out / "vae" / "summary.json"
+        vae = json.loads(vae_summary.read_text()) if vae_summary.is_file() else {}
+        rep.cards([
+            *((f"held-out {k}", _percent(rows[0][k])) for k in ("colour", "shape", "motion", "all correct")),
+            ("training prompts, all correct", _percent(rows[1]["all correct"])),
+            *([("VAE held-out PSNR", f"{vae['heldout_psnr_db']:.1f} dB")] if "heldout_psnr_db" in vae else []),
+        ])
+        rep.heading("Scores (toy-world oracle)", nav="Scores")
+        rep.text("Held-out prompts name (colour, shape, direction) combinations that no training clip shows; "
+                 "each colour, shape and direction appears in training on its own. Accuracy is the share of "
+                 "videos in which the oracle sees what the prompt names; consistency is its temporal "
+                 "consistency score (object present, colour and size stable).")
+        rep.table(rows, key="oracle")
+        keys = ("colour", "shape", "motion", "all correct", "consistency")
+        fig = bars_figure(
+            {r["prompts"]: {k: r[k] for k in keys} for r in rows},
+            reference={"colour": 1 / len(COLORS), "shape": 1 / len(SHAPES), "motion": 1 / len(MOTIONS)},
+            reference_label="chance (1 / number of values)",
+            ylabel="share of videos",
+        )
+        rep.figure("scores", fig, f"Oracle scores of {rows[0]['n']} held-out and {rows[1]['n']} training-prompt videos.")
+
+    def training_section(self) -> None:
+        """A row per trained model and its logged curves (Lightning's CSV logs, a resumed run's joined by step)."""
+        from vidiff.plots import curves_figure, read_metrics
+
+        rep = self.report
+        models = [("VAE", "vae", "VAE training"), ("base U-Net", "base", "base U-Net training")]
+        runs = {title: (folder, read_metrics(self.out / folder / "logs")) for title, folder, _ in models}
+        rows = []
+        for title, folder, step_name in models:
+            metrics = runs[title][1]
+            losses = [name for name in metrics if name.split("/")[-1] == "loss"] or list(metrics)
+            if not losses:
+                continue
+            loss = metrics[losses[0]]
+            steps = _last_step(self.out / folder / "logs")
+            seconds = self.timings.get(step_name)
+            rows.append({"model": title, "steps": steps, "seconds": seconds,  # of this demo run
+                         "steps/s": steps / seconds if seconds else None,
+                         "first loss": loss[0][1], "last loss": loss[-1][1]})
+        if not rows:
+            return
+        rep.heading("Training")
+        rep.table(rows, key="training", formats={"seconds": "{:.1f}", "steps/s": "{:.2f}"})
+        base = [{k: v for k, v in r.items() if k != "model"} for r in rows if r["model"] == "base U-Net"]
+        if base:
+            rep.record("base_training", base)
+        for title, (folder, metrics) in runs.items():
+            if metrics:
+                rep.figure(f"training_{folder}", curves_figure({title: metrics}),
+                           f"{title}: the logged training metrics against the optimizer step ({folder}/logs). "
+                           "With many points, faint: as logged; solid: smoothed.")
+
+    def timings_section(self) -> None:
+        from vidiff.plots import timings_figure
+
+        rep = self.report
+        rep.heading("Time per step (this machine)", nav="Timings")
+        with rep.block("row"):
+            rep.table([{"step": k, "seconds": v} for k, v in self.timings.items()], key="timings",
+                      formats={"seconds": "{:.1f}"})
+            if self.timings:
+                rep.figure("timings", timings_figure(self.timings))
+        rep.text("Steps whose outputs were already there (a resumed demo) are skipped and take almost no time "
+                 f"here. {torch.get_num_threads()} CPU threads, torch {torch.__version__}.", muted=True)
+
+    def config_section(self) -> None:
+        """The demo's settings and the training configs the run used, as the YAML files it saved."""
+        rep = self.report
+        rep.heading("Configuration")
+        rep.text("What produced this report: the demo's settings (`vidiff demo` options over DemoConfig) and "
+                 "the configs the VAE and the base U-Net trained with, overrides applied.")
+        files = [("demo settings", "demo.yaml"), ("VAE training", "vae/train_config.yaml"),
+                 ("base U-Net training", "base/train.yaml")]
+        for i, (title, rel) in enumerate(files):
+            path = self.out / rel
+            if path.is_file():
+                rep.details(f"{title}: {rel}", path.read_text(), open=i == 0)
 
     def generate_and_score(self, export: Path, prompts: list[str], name: str) -> tuple[list, list[str], dict]:
         """`seeds_per_prompt` videos per prompt in generated/NAME, scored with the toy-world oracle."""
@@ -163,19 +249,27 @@ class Demo:
     def _show(self, videos, items, prompts, name) -> None:
         from vidiff.toyworld import ATTRIBUTES
 
-        for i, (video, item, prompt) in enumerate(zip(videos, items, prompts, strict=True)):
-            verdict = ", ".join(
-                f"{k} {'ok' if item[k] else 'saw ' + str(item['predicted'][k])}" for k in ATTRIBUTES
-            )
-            self.report.video(f"{name}_{i:03d}", video, f"{prompt} — {verdict}")
+        with self.report.block("gallery"):
+            for i, (video, item, prompt) in enumerate(zip(videos, items, prompts, strict=True)):
+                tags = [(_verdict(k, item[k], item["predicted"][k]), item[k]) for k in ATTRIBUTES]
+                self.report.video(f"{name}_{i:03d}", video, prompt, tags=tags)
 
     def _curation_section(self, manifest: Path, summary: dict) -> None:
         from vidiff.manifest import read_manifest
         from vidiff.video import read_video
 
         rep = self.report
-        rep.heading("Curation of the raw toy videos")
-        rep.preformatted(json.dumps({k: v for k, v in summary.items() if not isinstance(v, list)}, indent=2, default=str))
+        rep.heading("Curation of the raw toy videos", nav="Curation")
+        dropped = summary.get("clips_dropped") or {}
+        minutes = {k: 60 * summary[f"hours_{k}"] if summary.get(f"hours_{k}") is not None else None
+                   for k in ("of_video", "kept")}
+        rep.table([{"raw videos": summary.get("videos"), "failed": summary.get("videos_failed"),
+                    "clips kept": summary.get("clips_kept"),
+                    "clips dropped": ", ".join(f"{k}: {v}" for k, v in dropped.items()) or "0",
+                    "minutes of video": minutes["of_video"], "minutes kept": minutes["kept"]}],
+                  formats={"minutes of video": "{:.1f}", "minutes kept": "{:.1f}"})
+        rep.details("curation summary (curated/summary.json)",
+                    json.dumps({k: v for k, v in summary.items() if not isinstance(v, list)}, indent=2, default=str))
         rows = [r for r in read_manifest(manifest) if r["status"] == "kept"][:16]
         clips = [read_video(r["source"], r["start_frame"], min(r["end_frame"], r["start_frame"] + 24), size=(32, 32)) for r in rows]
         if clips:
@@ -187,7 +281,7 @@ class Demo:
         from vidiff.toyworld import ToyWorldDataset
 
         rep = self.report
-        rep.heading("Toy VAE: original (top) and reconstruction (bottom), held-out clips")
+        rep.heading("Toy VAE: original (top) and reconstruction (bottom), held-out clips", nav="VAE")
         vae = CausalVAE3D.from_pretrained(vae_dir).eval()
         ds = ToyWorldDataset(8, num_frames=self.cfg.clip_frames, height=self.cfg.size, width=self.cfg.size, seed=4242)
         videos = torch.stack([ds[i]["video"] for i in range(len(ds))])
@@ -198,28 +292,29 @@ class Demo:
         rep.record("vae_psnr_db", db)
         rep.video("vae_recon", video_grid(list(videos) + list(recon), ncols=8), "top: original, bottom: VAE")
 
-    def _training_section(self) -> None:
-        import csv
-
-        rep = self.report
-        logs = sorted((self.out / "base" / "logs").glob("version_*/metrics.csv"))
-        if not logs:
-            return
-        with open(logs[-1]) as f:
-            rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
-        if not rows:
-            return
-        first, last = float(rows[0]["train/loss"]), float(rows[-1]["train/loss"])
-        seconds = self.timings.get("base U-Net training", float("nan"))
-        steps = int(float(rows[-1]["step"])) + 1
-        rep.heading("Base U-Net training")
-        rep.table([{"steps": steps, "seconds": seconds, "steps/s": steps / seconds, "first loss": first, "last loss": last}],
-                  key="base_training")
-
 
 def _score_row(name: str, s: dict) -> dict:
     return {"prompts": name, "n": s["n_videos"], "colour": s["color_accuracy"], "shape": s["shape_accuracy"],
-            "motion": s["motion_accuracy"], "consistency": s["consistency"]}
+            "motion": s["motion_accuracy"], "all correct": s["all_correct"], "consistency": s["consistency"]}
+
+
+def _verdict(attribute: str, ok: bool | None, predicted) -> str:
+    name = {"color": "colour"}.get(attribute, attribute)
+    if ok:
+        return f"{name} ✓"
+    return f"{name}: {predicted}" if ok is None else f"{name} ✗ saw {predicted}"
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.0f} %"
+
+
+def _last_step(logs_dir: Path) -> int:
+    """Steps trained, as the last step in the run's metrics logs (+1: Lightning counts from 0)."""
+    from vidiff.plots import read_metrics
+
+    steps = [s for series in read_metrics(logs_dir).values() for s, _ in series]
+    return max(steps) + 1 if steps else 0
 
 
 def run_demo(out_dir: str | Path = "demo_out", seed: int = 0, config: str | None = None, overrides=()) -> Path:

@@ -132,7 +132,7 @@ def loss_weight(snr: Tensor, prediction: str = "v", weighting: str = "plain", ga
     "min_snr_plain": the mean of the two. For v, min_snr alone gives the noisiest steps (where layout
     and motion are decided) almost no weight (snr / (snr + 1) -> 0, and 0 at a zero-SNR terminal step);
     the plain half keeps them trained while the min_snr half still favours the mid-noise steps that
-    settle shape. On the toy world it learned both (README, demo section); either alone learned one.
+    settle shape. On the toy world it learned both; either alone learned one (docs/experiments/toy-demo.md).
     """
     check_prediction(prediction)
     if weighting not in WEIGHTINGS:

@@ -21,22 +21,16 @@ from vidiff.models.layers import ScalarEmbedding
 class ConditioningConfig:
     """What a backbone is conditioned on, besides x_t. A backbone's config extends this class (UNetConfig
     does), so its YAML keeps these keys flat; `ConditioningConfig.from_config(its_config)` gathers them.
-
-    text_dim: width of Cond.text tokens. pooled_text: add a projection of the mean text token (null
-    token included) to the embedding. timestep_scale: t in [0, 1] is embedded as t * timestep_scale
-    (so is Cond.noise_aug_level). fps_conditioning / noise_aug_conditioning: embed Cond.fps /
-    Cond.noise_aug_level (zero-initialised, so they can be added to a trained model).
-    lowres_channels / image_channels: channels of Cond.lowres / Cond.image_latent concatenated to x
-    (super-resolution / image-to-video stages); 0 = not used.
+    The fps and noise-level embeddings start at zero, so they can be switched on for a trained model.
     """
 
-    text_dim: int = 64
-    lowres_channels: int = 0
-    image_channels: int = 0
-    timestep_scale: float = 1000.0
-    fps_conditioning: bool = False
-    pooled_text: bool = True
-    noise_aug_conditioning: bool = False
+    text_dim: int = 64  # width of the Cond.text tokens (the text encoder's width)
+    lowres_channels: int = 0  # channels of Cond.lowres concatenated to x (super-resolution); 0: none
+    image_channels: int = 0  # channels of Cond.image_latent concatenated to x (image-to-video); 0: none
+    timestep_scale: float = 1000.0  # t in [0, 1] is embedded as t * timestep_scale (so is the noise level)
+    fps_conditioning: bool = False  # embed Cond.fps
+    pooled_text: bool = True  # add a projection of the mean text token (null token included) to the embedding
+    noise_aug_conditioning: bool = False  # embed Cond.noise_aug_level (the noise added to Cond.lowres)
 
     @classmethod
     def from_config(cls, config: Any) -> ConditioningConfig:

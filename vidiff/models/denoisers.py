@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from vidiff.errors import VidiffError
+from vidiff.models.dit import DiTConfig, VideoDiT
 from vidiff.models.unet import FactorizedUNet, UNetConfig
 
 
@@ -14,11 +15,12 @@ from vidiff.models.unet import FactorizedUNet, UNetConfig
 class DenoiserConfig:
     """`kind` picks the backbone; the section of that name holds its config."""
 
-    kind: str = "unet"
+    kind: str = "unet"  # the backbone: "unet" (FactorizedUNet) or "dit" (VideoDiT)
     unet: UNetConfig = field(default_factory=UNetConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
 
 
-DENOISERS: dict[str, type[nn.Module]] = {"unet": FactorizedUNet}
+DENOISERS: dict[str, type[nn.Module]] = {"unet": FactorizedUNet, "dit": VideoDiT}
 
 
 def build_denoiser(config: DenoiserConfig) -> nn.Module:

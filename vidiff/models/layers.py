@@ -125,9 +125,18 @@ class Attention(nn.Module):
     context [N, S, context_dim] with an optional boolean key mask [N, S] (True = attend).
     `rope` (cos, sin tables from RotaryEmbedding) rotates q and k of self-attention by position.
     `zero_init` zeroes the output projection so a residual branch starts as the identity.
+    `qk_norm` adds an RMSNorm over each head's q and over its k (learned scales, applied before the
+    rotation), which keeps the attention logits bounded; off by default (no extra parameters).
     """
 
-    def __init__(self, dim: int, head_dim: int = 64, context_dim: int | None = None, zero_init: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        head_dim: int = 64,
+        context_dim: int | None = None,
+        zero_init: bool = False,
+        qk_norm: bool = False,
+    ):
         super().__init__()
         if dim % head_dim:
             raise ValueError(f"attention width {dim} is not a multiple of head_dim {head_dim}")
@@ -141,6 +150,8 @@ class Attention(nn.Module):
         self.to_out = nn.Linear(dim, dim)
         if zero_init:
             zero_(self.to_out)
+        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else None
+        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else None
 
     def forward(
         self,
@@ -154,13 +165,16 @@ class Attention(nn.Module):
                 raise ValueError("rotary positions apply to self-attention only")
             q = rearrange(self.to_q(x), "n l (h d) -> n h l d", h=self.heads)
             k, v = rearrange(self.to_kv(context), "n s (two h d) -> two n h s d", two=2, h=self.heads)
+            if self.q_norm is not None:
+                q, k = self.q_norm(q), self.k_norm(k)
         else:
             qkv = rearrange(self.to_qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)
+            qk, v = qkv[:2], qkv[2]
+            if self.q_norm is not None:
+                qk = torch.stack([self.q_norm(qk[0]), self.k_norm(qk[1])])
             if rope is not None:
-                q, k = apply_rotary(qkv[:2], *rope)  # q and k in one op
-                v = qkv[2]
-            else:
-                q, k, v = qkv
+                qk = apply_rotary(qk, *rope)  # q and k in one op
+            q, k = qk
         mask = None if key_mask is None else key_mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.to_out(rearrange(out, "n h l d -> n l (h d)"))

@@ -99,23 +99,38 @@ def read_weights(path: Path, what: str) -> dict[str, Tensor]:
 def load_weights(
     module: nn.Module, path: Path, what: str, config_path: Path | None = None, state: dict[str, Tensor] | None = None
 ) -> None:
-    """Load `path` (or an already-read `state` from it) into `module`, strictly; one error names every kind of
+    """Load `path` (or an already-read `state` from it) into `module`, strictly; one error names the first
+    mismatching tensor (in the module's order; then the first unexpected one) and counts every kind of
     mismatch. Modules' load_state_dict pre-hooks (e.g. renamed keys of older files) apply first."""
     state = read_weights(path, what) if state is None else state
+    seen: list[tuple[list[str], list[str]]] = []  # torch's key lists, even when it raises on shapes
+
+    def record(_module, incompatible) -> None:
+        seen.append((incompatible.missing_keys, incompatible.unexpected_keys))
+
+    hook = module.register_load_state_dict_post_hook(record)
     try:
         missing, unexpected = module.load_state_dict(state, strict=False)
-        wrong: list[str] = []
+        wrong: list[tuple[str, str]] = []
     except RuntimeError as exc:  # size mismatches: torch lists them one per line
-        wrong = re.findall(r"size mismatch for ([^:]+): (.*)", str(exc))
-        wrong = [f"{k}: {why}" for k, why in wrong] or [str(exc).splitlines()[-1]]
-        missing, unexpected = [], []
+        wrong = [(k, _shapes(why)) for k, why in re.findall(r"size mismatch for ([^:]+): (.*)", str(exc))]
+        wrong = wrong or [("", str(exc).splitlines()[-1])]
+        missing, unexpected = seen[-1] if seen else ([], [])
+    finally:
+        hook.remove()
     if missing or unexpected or wrong:
+        reasons = {k: "missing from the weights" for k in missing}
+        reasons.update({k: why for k, why in wrong if k})
+        first = next((k for k in module.state_dict() if k in reasons), None)
+        if first is None and unexpected:
+            first, reasons[unexpected[0]] = unexpected[0], "in the weights, not in the model"
         detail = "; ".join(
             part
             for part in (
+                f"the first mismatching tensor is {first} ({reasons[first]})" if first else "",
                 f"missing {len(missing)} tensors (e.g. {missing[0]})" if missing else "",
                 f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})" if unexpected else "",
-                f"{len(wrong)} shape mismatches (e.g. {wrong[0]})" if wrong else "",
+                f"{len(wrong)} shape mismatches (e.g. {': '.join(p for p in wrong[0] if p)})" if wrong else "",
             )
             if part
         )
@@ -124,3 +139,9 @@ def load_weights(
             f"{what} {path} do not match {against}: {detail}. Use the {against} saved with these weights; "
             "the config was changed or the files are mixed up"
         )
+
+
+def _shapes(why: str) -> str:
+    """torch's size-mismatch sentence as "shape [a, b] in the weights, [c, d] in the model"."""
+    m = re.search(r"shape torch\.Size\((\[.*?\])\) from checkpoint.* is torch\.Size\((\[.*?\])\)", why)
+    return f"shape {m[1]} in the weights, {m[2]} in the model" if m else why.rstrip(".")

@@ -25,20 +25,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TextEncoderConfig:
-    """`model_name`: "toy" (small random tower) or any open_clip model name with a built-in BPE
-    tokenizer (e.g. ViT-B-32, ViT-L-14, ViT-H-14). `pretrained`: a local weights file for it
-    (never downloaded); without one the tower is randomly initialised from `seed`, and says so.
-    `context_length`, `width`, `layers`, `heads` shape the toy tower only; `seed` fixes its random
-    weights, so any process rebuilds the same tower from the config (check with `fingerprint()`).
-    `frozen=False` lets the tower train (it is frozen by default)."""
+    """The text tower: an open_clip text transformer, or a small random "toy" one. Weights are never
+    downloaded; a tower without a weights file is random, and says so when it is built."""
 
-    model_name: str = "toy"
-    pretrained: str | None = None
-    context_length: int = 32
-    width: int = 64
-    layers: int = 2
-    heads: int = 2
-    seed: int = 0
+    model_name: str = "toy"  # "toy", or an open_clip model with a BPE tokenizer (e.g. ViT-B-32, ViT-H-14)
+    pretrained: str | None = None  # local weights file for model_name; None: random weights from seed
+    context_length: int = 32  # toy tower only: tokens per caption (longer ones are truncated, with a warning)
+    width: int = 64  # toy tower only: feature width (the denoiser's text_dim must match)
+    layers: int = 2  # toy tower only
+    heads: int = 2  # toy tower only
+    seed: int = 0  # seeds random weights, so every process rebuilds the same tower (see fingerprint())
+    # False: the weights take gradients and follow .train(); `vidiff train` encodes the captions once,
+    # so there the tower stays as it is either way
     frozen: bool = True
 
 

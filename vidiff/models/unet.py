@@ -36,7 +36,6 @@ from vidiff.models.pretrained import PretrainedMixin
 class UNetConfig(ConditioningConfig):
     """Shape of a FactorizedUNet. Defaults are a toy CPU size; see `gpu_unet_config()` for a real one.
 
-    attention_levels: indices into channel_mults whose blocks get spatial/cross/temporal attention.
     The conditioning fields (text_dim, lowres_channels, image_channels, timestep_scale,
     fps_conditioning, pooled_text, noise_aug_conditioning) are inherited from ConditioningConfig
     (vidiff.models.conditioning), which every backbone config extends; `.conditioning` gathers them.
@@ -44,21 +43,21 @@ class UNetConfig(ConditioningConfig):
     a video model with `load_state_dict(sd, strict=False)`, whose temporal layers then start as identity.
     """
 
-    in_channels: int = 4
-    out_channels: int | None = None
-    model_channels: int = 64
-    channel_mults: tuple[int, ...] = (1, 2)
-    num_res_blocks: int = 2
-    attention_levels: tuple[int, ...] = (1,)
-    mid_attention: bool = True
-    head_dim: int = 32
-    mlp_ratio: float = 4.0
-    temporal_kernel: int = 3
-    temporal_attention: bool = True
-    norm_groups: int = 32
-    dropout: float = 0.0
-    rope_base: float = 10000.0
-    gradient_checkpointing: bool = False
+    in_channels: int = 4  # latent channels of x_t
+    out_channels: int | None = None  # None: in_channels
+    model_channels: int = 64  # width of the first level
+    channel_mults: tuple[int, ...] = (1, 2)  # level widths / model_channels; each next level halves H and W
+    num_res_blocks: int = 2  # ResBlocks per level on the way down (one more on the way up)
+    attention_levels: tuple[int, ...] = (1,)  # levels (indices into channel_mults) with attention blocks
+    mid_attention: bool = True  # attention in the middle block
+    head_dim: int = 32  # channels per attention head; every attention width must be a multiple
+    mlp_ratio: float = 4.0  # feed-forward width / channels in the transformer blocks
+    temporal_kernel: int = 3  # kernel of the temporal conv in each ResBlock (odd); 0: none
+    temporal_attention: bool = True  # attention across frames (with RoPE) at the attention levels
+    norm_groups: int = 32  # GroupNorm groups (fewer in layers whose width they do not divide)
+    dropout: float = 0.0  # in the ResBlocks
+    rope_base: float = 10000.0  # RoPE frequency base of the temporal attention
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more time
 
     def __post_init__(self):
         if not self.channel_mults:

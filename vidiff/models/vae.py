@@ -22,19 +22,21 @@ from vidiff.models.vae_blocks import CausalDownsample, CausalResBlock, CausalUps
 
 @dataclass
 class VAEConfig:
-    in_channels: int = 3
-    latent_channels: int = 16
-    block_out_channels: tuple[int, ...] = (128, 256, 256, 512)
-    layers_per_block: int = 2
+    in_channels: int = 3  # video channels (RGB)
+    latent_channels: int = 16  # a diffusion stage's latent_channels must match
+    block_out_channels: tuple[int, ...] = (128, 256, 256, 512)  # level widths; a resampling between levels
+    layers_per_block: int = 2  # encoder CausalResBlocks per level
     decoder_layers_per_block: int | None = None  # None: same as layers_per_block
-    mid_layers: int = 2
-    temporal_compression: int = 4
-    spatial_compression: int = 8
+    mid_layers: int = 2  # CausalResBlocks at the bottleneck
+    temporal_compression: int = 4  # c: 1 + c*k frames encode to 1 + k latent frames (a power of two)
+    spatial_compression: int = 8  # H and W over the latent's (power of two, a multiple of patch_size)
     # Space-to-depth before the first conv (LTX-Video style); cuts full-resolution compute by patch_size**2.
     patch_size: int = 1
     # CausalResBlocks of the first N levels (the highest resolutions) convolve in space only; time is still mixed by
     # the causal resampling convs and the deeper levels. Cuts full-resolution compute ~3x.
     spatial_only_levels: int = 0
+    # what pads the past before the first frame: copies of it ("replicate"; an image and a still video then
+    # share latents) or "zeros"
     causal_padding: Literal["replicate", "zeros"] = "replicate"
     # Parameter-free residual paths around every resampler and the latent bottleneck (DC-AE style): space/time
     # folded into channels and averaged on the way down, repeated and unfolded on the way up. The network then
@@ -45,12 +47,12 @@ class VAEConfig:
     # averages) carry most of the variance, and one shared scale would leave the others, which hold shape
     # and motion, drowned by diffusion noise at a fraction of the noise level.
     latent_mean: list[float] = field(default_factory=lambda: [0.0])
-    latent_std: list[float] = field(default_factory=lambda: [1.0])
+    latent_std: list[float] = field(default_factory=lambda: [1.0])  # see latent_mean
     # Memory bounds, on by default; they switch on only above these sizes.
-    tiling: bool = True
+    tiling: bool = True  # encode/decode frames larger than tile_sample_size in overlapping tiles
     tile_sample_size: int = 256  # pixels; frames larger than this in H or W are tiled
     tile_overlap: int = 64  # pixels of overlap between neighbouring tiles, cross-faded
-    chunking: bool = True
+    chunking: bool = True  # encode/decode long videos chunk_latent_frames at a time, with a causal cache
     chunk_latent_frames: int = 2  # latent frames per temporal chunk
 
     def __post_init__(self):

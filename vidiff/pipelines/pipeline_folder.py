@@ -38,11 +38,11 @@ LEGACY_STAGE_FILE = "stage.yaml"
 class PipelineIndex:
     """The contents of pipeline.yaml: folder names of the shared parts and of the stages, in order."""
 
-    task: str = "text_to_video"
-    format_version: int = FORMAT_VERSION
-    vae: str = "vae"
-    text_encoder: str = "text_encoder"
-    stages: list[str] = field(default_factory=lambda: ["base"])
+    task: str = "text_to_video"  # "text_to_video" or "image_to_video"
+    format_version: int = FORMAT_VERSION  # layout version; a folder newer than this vidiff reads is refused
+    vae: str = "vae"  # folder of the VAE, beside pipeline.yaml
+    text_encoder: str = "text_encoder"  # folder of the text encoder, beside pipeline.yaml
+    stages: list[str] = field(default_factory=lambda: ["base"])  # stage folders in cascade order, base first
 
     def __post_init__(self):
         if self.task not in TASKS:

@@ -23,31 +23,31 @@ from vidiff.models.pretrained import PretrainedMixin
 
 @dataclass
 class ScheduleConfig:
-    name: str = "cosine"
-    num_steps: int = 1000
-    zero_terminal_snr: bool = False
-    shift: float = 1.0
+    name: str = "cosine"  # noise schedule: "linear", "scaled_linear" or "cosine" (vidiff.diffusion.schedule)
+    num_steps: int = 1000  # training timesteps N; samplers pick their steps among these
+    zero_terminal_snr: bool = False  # rescale so the last timestep is pure noise, where sampling starts
+    shift: float = 1.0  # > 1: every step noisier (logSNR - 2 log shift), for data with more frames or pixels
 
 
 @dataclass
 class SamplingConfig:
-    sampler: str = "dpmpp_2m"
-    steps: int = 25
-    cfg: float = 5.0
-    guidance_rescale: float = 0.0
+    sampler: str = "dpmpp_2m"  # "ddpm", "ddim", "dpmpp_2m" or "euler"
+    steps: int = 25  # denoising steps per video
+    cfg: float = 5.0  # classifier-free guidance scale (1: off, the conditional prediction alone)
+    guidance_rescale: float = 0.0  # in [0, 1]: pull the guided prediction's std back to the conditional one's
 
 
 @dataclass
 class StageConfig:
     """Everything needed to rebuild a stage; latent_* give the shape it generates."""
 
-    name: str = "base"
-    prediction: str = "v"
-    latent_channels: int = 4
-    latent_frames: int = 3
-    latent_height: int = 8
-    latent_width: int = 8
-    fps: int = 8
+    name: str = "base"  # the stage's folder in a pipeline folder
+    prediction: str = "v"  # what the denoiser predicts: "eps", "x0" or "v"
+    latent_channels: int = 4  # must match the VAE's latent channels
+    latent_frames: int = 3  # latent frames generated (the VAE decodes them to more video frames)
+    latent_height: int = 8  # latent grid height (video height / the VAE's spatial compression)
+    latent_width: int = 8  # latent grid width
+    fps: int = 8  # frame rate of the videos it writes
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)

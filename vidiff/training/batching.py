@@ -3,8 +3,9 @@
 Batches cannot mix frame counts without padding, so images get whole batches of their own (usually
 larger ones, as in Open-Sora's buckets), chosen with probability `image_share`. The global batch of
 step k depends only on (seed, k); rank r of N takes slice r of it. `SyncSamplerWithTrainer` sets the
-sampler's start step, rank and world size from the trainer when an epoch starts, so a resumed run
-(even with another world size) sees exactly the batches the uninterrupted run saw.
+sampler's start step, rank and world size from the trainer when an epoch starts (and the start step from a
+checkpoint when one is loaded, mid-epoch included), so a resumed run (even with another world size) sees
+exactly the batches the uninterrupted run saw. `StepKeyedLoader` is the DataLoader to put around the sampler.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import lightning as L
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from vidiff.errors import VidiffError
 
@@ -86,3 +87,24 @@ class SyncSamplerWithTrainer(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.sampler.start_step = trainer.global_step
         self.sampler.set_rank(trainer.global_rank, trainer.world_size)
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        # Lightning does not call on_train_epoch_start when it resumes from a checkpoint taken mid-epoch, and it
+        # loads checkpoints before it builds the data iterator: start where the checkpointed run stopped.
+        self.sampler.start_step = int(checkpoint["global_step"])
+
+
+class StepKeyedLoader(DataLoader):
+    """A DataLoader over a JointBatchSampler that SyncSamplerWithTrainer drives.
+
+    Its position is the trainer's global step, which checkpoints hold and SyncSamplerWithTrainer restores, so it
+    resumes exactly from any checkpoint, mid-epoch included, with no state of its own. state_dict and
+    load_state_dict tell Lightning so; without them Lightning warns, on every resume from a checkpoint that is
+    not at an epoch boundary (a run's last one usually), that the loader cannot resume.
+    """
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass

@@ -63,7 +63,13 @@ class DiffusionModule(L.LightningModule):
         tc = train_config
         self.train_config = tc
         self.stage = DiffusionStage(stage_config)
-        self.ema = EMA(self.stage.denoiser, tc.ema_decay)
+        # The EMA copy never trains and stays in eval mode, so it is kept out of the module tree: Lightning warns
+        # about submodules left in eval mode, and optimizers, DDP and summaries have no business with it. The
+        # state-dict hooks below still checkpoint it under its old keys (`ema.shadow.*`, `ema.num_updates`) and
+        # `_apply` moves it along with the module (`.to(device)`, dtype casts).
+        object.__setattr__(self, "ema", EMA(self.stage.denoiser, tc.ema_decay))
+        self.register_state_dict_post_hook(_save_ema)
+        self.register_load_state_dict_pre_hook(_load_ema)
         self.objective = DiffusionObjective(
             tc.loss_weighting,
             tc.min_snr_gamma,
@@ -98,3 +104,23 @@ class DiffusionModule(L.LightningModule):
 
     def ema_state(self) -> dict[str, torch.Tensor]:
         return self.ema.shadow.state_dict()
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        self.ema._apply(fn, recurse)
+        return self
+
+
+def _save_ema(module: DiffusionModule, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    for k, v in module.ema.state_dict().items():
+        state_dict[f"{prefix}ema.{k}"] = v
+
+
+def _load_ema(module: DiffusionModule, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
+              missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
+    # `state_dict` is load_state_dict's own copy: taking the EMA's keys out keeps them from counting as unexpected
+    p = f"{prefix}ema."
+    ema = {k[len(p):]: state_dict.pop(k) for k in [k for k in state_dict if k.startswith(p)]}
+    result = module.ema.load_state_dict(ema, strict=False)
+    missing_keys.extend(p + k for k in result.missing_keys)
+    unexpected_keys.extend(p + k for k in result.unexpected_keys)

@@ -9,6 +9,7 @@ per item) and `meta.json` (settings and the VAE folder). Items with t == 1 are i
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +49,10 @@ def _windows(row: dict, span: int, count: int, rng: np.random.Generator) -> list
     if count == 1 or last == start:
         return [int(rng.integers(start, last + 1))]
     return sorted({int(round(s)) for s in np.linspace(start, last, count)})
+
+
+def _steps_up(j: int, share: float) -> bool:
+    return math.ceil((j + 1) * share - 1e-9) > math.ceil(j * share - 1e-9)
 
 
 def _read_window(read_video, row: dict, start: int, span: int, s: EncodeSettings) -> torch.Tensor:
@@ -97,8 +102,9 @@ def encode_manifest(
             batch = jobs[b : b + batch_size]
             videos = torch.stack([_read_window(read_video, row, start, span, s) for row, start in batch])
             z = vae.normalize_latents(vae.encode(videos).mode())
-            # window j also gives an image when floor((j + 1) * share) steps up: exactly the asked share
-            picks = [i for i in range(len(batch)) if int((b + i + 1) * s.image_share) > int((b + i) * s.image_share)]
+            # window j also gives an image when ceil((j + 1) * share) steps up: the asked share, and at least one
+            # image from the first window on, so a small manifest still feeds joint image+video training
+            picks = [i for i in range(len(batch)) if _steps_up(b + i, s.image_share)]
             zi = vae.normalize_latents(vae.encode(videos[picks, :, :1]).mode()) if picks else []
             images = dict(zip(picks, zi, strict=True))
             for i, (row, _) in enumerate(batch):

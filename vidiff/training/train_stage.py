@@ -14,16 +14,17 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from vidiff.config import save_config
 from vidiff.errors import VidiffError
 from vidiff.models.text_encoder import TextEncoder, TextEncoderConfig, encode_captions
 from vidiff.pipelines.pipeline_folder import save_pipeline
 from vidiff.pipelines.stage import StageConfig
-from vidiff.training.batching import JointBatchSampler, SyncSamplerWithTrainer
+from vidiff.training.batching import JointBatchSampler, StepKeyedLoader, SyncSamplerWithTrainer
 from vidiff.training.diffusion_module import DiffusionModule, DiffusionTrainConfig
 from vidiff.training.latent_cache import load_latent_cache
+from vidiff.training.quiet import quiet_lightning
 
 
 @dataclass
@@ -94,6 +95,7 @@ def encode_with_blanks(encoder, captions: list[str]) -> tuple[torch.Tensor, torc
     return text, mask
 
 
+@quiet_lightning()  # hides Lightning's console lines a user cannot act on (vidiff.training.quiet)
 def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
     """Train (or resume) the stage described by `config`; returns the export folder."""
     if not config.data.latents:
@@ -109,6 +111,12 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
     text_encoder = TextEncoder(config.text)
     dataset, vae_dir = build_dataset(config, text_encoder)
     frames = [int(z.shape[1]) for z in dataset.latents]
+    if tc.image_share > 0 and 1 not in frames:
+        raise VidiffError(
+            f"train.image_share={tc.image_share} asks for image batches, but the latent cache {config.data.latents} "
+            "holds no images (T == 1 items); encode it with images (`vidiff encode ... --image-share 0.2`) "
+            "or set train.image_share=0"
+        )
     sampler = JointBatchSampler(
         video_indices=[i for i, t in enumerate(frames) if t > 1],
         image_indices=[i for i, t in enumerate(frames) if t == 1],
@@ -118,7 +126,7 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
         steps_per_epoch=tc.steps_per_epoch,
         seed=tc.seed,
     )
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=tc.num_workers)  # each rank takes its slice
+    loader = StepKeyedLoader(dataset, batch_sampler=sampler, num_workers=tc.num_workers)  # each rank takes its slice
 
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"

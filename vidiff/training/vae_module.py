@@ -15,8 +15,9 @@ from vidiff.config import save_config
 from vidiff.errors import VidiffError
 from vidiff.eval.psnr import psnr
 from vidiff.models.vae import CausalVAE3D
-from vidiff.training.batching import JointBatchSampler, SyncSamplerWithTrainer
+from vidiff.training.batching import JointBatchSampler, StepKeyedLoader, SyncSamplerWithTrainer
 from vidiff.training.lr_schedule import warmup_decay_factor
+from vidiff.training.quiet import quiet_lightning
 from vidiff.training.vae_config import VAETrainConfig
 from vidiff.training.vae_eval import clip_psnr, latent_stats, toy_videos
 
@@ -146,12 +147,15 @@ def _train_loader(cfg: VAETrainConfig):
     videos = toy_videos(d.num_samples, d.num_frames, d.height, d.width, d.seed, d.image_share)
     vids = [i for i, v in enumerate(videos) if v.shape[1] > 1]
     imgs = [i for i, v in enumerate(videos) if v.shape[1] == 1]
+    # An epoch is checkpoint_every steps: train_vae checkpoints at epoch ends. (Batches depend only on the step.)
+    steps_per_epoch = cfg.train.checkpoint_every if cfg.train.checkpoint_every > 0 else 100
     sampler = JointBatchSampler(
-        vids, imgs, cfg.train.batch_size, image_share=d.image_share, steps_per_epoch=100, seed=cfg.train.seed
+        vids, imgs, cfg.train.batch_size, image_share=d.image_share, steps_per_epoch=steps_per_epoch, seed=cfg.train.seed
     )
-    return torch.utils.data.DataLoader(_VideoTensorDataset(videos), batch_sampler=sampler, num_workers=0), sampler
+    return StepKeyedLoader(_VideoTensorDataset(videos), batch_sampler=sampler, num_workers=0), sampler
 
 
+@quiet_lightning()  # hides Lightning's console lines a user cannot act on (vidiff.training.quiet)
 def train_vae(cfg: VAETrainConfig) -> Path:
     """Train on the toy world, then write `config.yaml` + `model.safetensors` (+ `summary.json`) to cfg.out_dir.
 
@@ -168,8 +172,11 @@ def train_vae(cfg: VAETrainConfig) -> Path:
     loader, sampler = _train_loader(cfg)
     ckpt_dir = out / "checkpoints"
     resume = ckpt_dir / "last.ckpt"
+    # Every checkpoint_every steps, at the ends of epochs that long (_train_loader), and at the last step. Not with
+    # every_n_train_steps: VAEModule steps its optimizers itself (manual optimization), and ModelCheckpoint then warns
+    # at each such save, with a code example, that it holds the weights after the step, which is what resuming needs.
     ckpt_cb = pl.callbacks.ModelCheckpoint(
-        dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.train.checkpoint_every
+        dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=1 if cfg.train.checkpoint_every > 0 else 0
     )
     trainer = pl.Trainer(
         max_steps=cfg.train.steps,
