@@ -89,7 +89,7 @@ def test_tiny_demo_report_renders_in_chromium(tiny_demo, monkeypatch):
         assert images and all(ok for _, ok in images), [src for src, ok in images if not ok]
         videos = "return [...document.querySelectorAll('video')].map(v => [v.getAttribute('src'), v.readyState, v.error && v.error.code])"
         deadline = time.monotonic() + 30
-        while any(state < 2 for _, state, _ in driver.execute_script(videos)) and time.monotonic() < deadline:
+        while any(state < 2 and not error for _, state, error in driver.execute_script(videos)) and time.monotonic() < deadline:
             time.sleep(0.25)
         states = driver.execute_script(videos)
         assert all(state >= 2 for _, state, _ in states), [v for v in states if v[1] < 2]  # HAVE_CURRENT_DATA

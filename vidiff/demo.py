@@ -230,7 +230,7 @@ class Demo:
         """The demo's settings and the training configs the run used, as the YAML files it saved."""
         rep = self.report
         rep.heading("Configuration")
-        rep.text("What produced this report: the demo's settings (`vidiff demo` options over DemoConfig) and "
+        rep.text("What produced this report: the demo's settings (DemoConfig with the options given to vidiff demo) and "
                  "the configs the VAE and the base U-Net trained with, overrides applied.")
         files = [("demo settings", "demo.yaml"), ("VAE training", "vae/train_config.yaml"),
                  ("base U-Net training", "base/train.yaml")]

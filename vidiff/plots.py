@@ -88,7 +88,7 @@ def curves_figure(runs: Mapping[str, Mapping[str, Series]], ncols: int = 4):
             ax.set_yscale("log")
         ax.set_title(f"{run}: {name}", fontsize=10)
         ax.set_xlabel("step", fontsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True, min_n_ticks=1))
         _style(ax)
     return fig
 

@@ -50,14 +50,18 @@ class DiTConfig(ConditioningConfig):
     in_channels: int = 4  # latent channels of x_t
     out_channels: int | None = None  # None: in_channels
     patch_size: tuple[int, int, int] = (1, 2, 2)  # latent frames x rows x columns per token
-    hidden_size: int = 128  # token width
+    hidden_size: int = 96  # token width
     depth: int = 4  # transformer blocks
-    num_heads: int = 4  # attention heads; must divide hidden_size, and hidden_size / num_heads be a multiple of 4
+    num_heads: int = (
+        4  # attention heads; must divide hidden_size, and hidden_size / num_heads be a multiple of 4
+    )
     mlp_ratio: float = 4.0  # MLP hidden width / hidden_size
     qk_norm: bool = True  # RMSNorm on each head's q and k in every attention
     rope_base: float = 10000.0  # frequency base of the rotary positions (space and time)
     temporal_attention: bool = True  # attention across frames in every block; False: the image model
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more compute
+    gradient_checkpointing: bool = (
+        False  # recompute activations in the backward pass: less memory, more compute
+    )
 
     def __post_init__(self):
         patch = tuple(self.patch_size)
@@ -68,7 +72,9 @@ class DiTConfig(ConditioningConfig):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.out_channels is not None and self.out_channels < 1:
-            raise ValueError(f"out_channels must be a positive integer (or null for in_channels), got {self.out_channels}")
+            raise ValueError(
+                f"out_channels must be a positive integer (or null for in_channels), got {self.out_channels}"
+            )
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"num_heads {self.num_heads} does not divide hidden_size {self.hidden_size}; "
@@ -92,7 +98,7 @@ class DiTConfig(ConditioningConfig):
 
 
 def gpu_dit_config(**overrides) -> DiTConfig:
-    """A real-size VideoDiT (0.89B parameters) for 16-channel latents and OpenCLIP ViT-H-14 text (1024-d)."""
+    """A real-size VideoDiT (0.92B parameters) for 16-channel latents and OpenCLIP ViT-H-14 text (1024-d)."""
     base = dict(
         in_channels=16,
         patch_size=(1, 2, 2),
@@ -123,7 +129,9 @@ class TemporalBlock(nn.Module):
         self.attn = Attention(dim, head_dim, qk_norm=qk_norm)
         self.modulation = zero_(nn.Linear(dim, 3 * dim))
 
-    def forward(self, x: Tensor, emb: Tensor, rope: tuple[Tensor, Tensor], frame_mask: Tensor | None) -> Tensor:
+    def forward(
+        self, x: Tensor, emb: Tensor, rope: tuple[Tensor, Tensor], frame_mask: Tensor | None
+    ) -> Tensor:
         b, t, s, d = x.shape
         shift, scale, gate = self.modulation(emb)[:, None, None].chunk(3, dim=-1)
         h = rearrange(modulate(self.norm(x), shift, scale), "b t s d -> (b s) t d")
