@@ -112,7 +112,7 @@ def test_checkpoint_of_the_other_backbone_names_the_first_mismatching_tensor(tmp
     folder = unet_stage.save_pretrained(tmp_path / "unet_stage")
     config = yaml.safe_load((folder / "config.yaml").read_text())
     config["denoiser"]["kind"] = "dit"
-    config["denoiser"]["dit"]["text_dim"] = 16
+    config["denoiser"]["dit"] = {"text_dim": 16}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(VidiffError) as err:
         DiffusionStage.from_pretrained(folder)
@@ -139,7 +139,7 @@ def test_checkpoint_of_the_other_backbone_names_the_first_mismatching_tensor(tmp
     folder = dit_stage.save_pretrained(tmp_path / "dit_stage")
     config = yaml.safe_load((folder / "config.yaml").read_text())
     config["denoiser"]["kind"] = "unet"
-    config["denoiser"]["unet"]["text_dim"] = 16
+    config["denoiser"]["unet"] = {"text_dim": 16}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(VidiffError, match=r"first mismatching tensor is denoiser\.conditioning\.time_embed"):
         DiffusionStage.from_pretrained(folder)

@@ -1,6 +1,7 @@
 """A quiet console: `vidiff train` and `vidiff train-vae` print their progress and real warnings, not Lightning's
 noise (vidiff.training.quiet hides exact messages; the causes in vidiff are fixed)."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -43,6 +44,7 @@ SCRIPT = textwrap.dedent(
     from vidiff.training.vae_module import train_vae
 
     torch.set_num_threads(1)
+    torch.manual_seed(0)
     root = Path(sys.argv[1])
     jsonl = generate_dataset(root / "toy", 4, num_frames=5, height=16, width=16, seed=1)
     rows = [dict(source=str(root / "toy" / json.loads(l)["path"]), start_frame=0, end_frame=5,
@@ -95,7 +97,7 @@ def test_training_console_shows_progress_and_real_warnings_but_no_lightning_nois
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     run = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                         timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     console = run.stdout + run.stderr
     assert run.returncode == 0, console[-3000:]
     assert "resume exact: True" in console and "done" in console
@@ -132,7 +134,7 @@ def test_quiet_lightning_hides_exactly_its_messages(capfd):
                                        "_pytree.py", 21, module="lightning.pytorch.utilities._pytree")
                 warnings.warn_explicit("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning,
                                        "mine.py", 1, module="vidiff.something")  # not Lightning's: shows
-                warnings.warn("prompt 0 has 40 tokens, more than the text context", UserWarning)
+                warnings.warn("prompt 0 has 40 tokens, more than the text context", UserWarning, stacklevel=1)
             rank_zero_info("GPU available: True (cuda), used: True")  # outside the block: shows
     finally:
         log.removeHandler(handler)

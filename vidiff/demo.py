@@ -29,29 +29,29 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 @dataclass
 class DemoConfig:
-    seed: int = 0
-    raw_videos: int = 80
-    scenes_per_video: int = 8
-    raw_size: int = 64
-    # objects' diameter range as a share of the frame side (8-13 px at 32 px: 2-3 latent positions), and
-    # scenes short enough that objects that large still have room to move
+    seed: int = 0  # seeds the raw videos, the held-out split, training and generation
+    raw_videos: int = 80  # toy raw videos to write and curate
+    scenes_per_video: int = 8  # scenes per raw video, joined by cuts, cross-fades and fades
+    raw_size: int = 64  # raw video height and width in pixels
+    # objects' diameter range as a share of the frame side (2-3 latent positions at 32 px), and scenes
+    # short enough that objects that large still have room to move
     object_size: tuple[float, float] = (0.28, 0.42)
-    scene_frames: tuple[int, int] = (18, 30)
+    scene_frames: tuple[int, int] = (18, 30)  # range of a scene's length in frames
     holdout_per_motion: int = HOLDOUT_PER_MOTION  # (colour, shape) pairs per direction never shown in training
-    vae_config: str = str(CONFIGS / "toy" / "vae.yaml")
+    vae_config: str = str(CONFIGS / "toy" / "vae.yaml")  # the VAE's training config
     # fewer steps than the toy configs' own, so the whole demo fits a ~20-minute CPU budget (measured minutes:
     # docs/experiments/toy-demo.md)
     vae_overrides: list[str] = field(default_factory=lambda: ["train.steps=2700"])
-    base_config: str = str(CONFIGS / "toy" / "base_unet.yaml")
-    base_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=2400"])
-    clip_frames: int = 9
+    base_config: str = str(CONFIGS / "toy" / "base_unet.yaml")  # the base stage's training config
+    base_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=2400"])  # key=value on base_config
+    clip_frames: int = 9  # frames per training window (1 + 4k for the toy VAE)
     clip_stride: int = 2  # raw videos run at 12 fps; every 2nd frame gives clearer motion per clip
-    size: int = 32
-    windows_per_clip: int = 4
+    size: int = 32  # training and generation frame size in pixels
+    windows_per_clip: int = 4  # training windows taken from each curated clip
     image_share: float = 0.2  # share of image (T == 1) items in the latent cache
-    seeds_per_prompt: int = 2
-    train_prompts_to_score: int = TRAIN_PROMPTS_TO_SCORE
-    workers: int = 2
+    seeds_per_prompt: int = 2  # videos generated per prompt (each scored by the oracle)
+    train_prompts_to_score: int = TRAIN_PROMPTS_TO_SCORE  # training prompts also generated and scored
+    workers: int = 2  # curation worker processes
 
 
 class Demo:

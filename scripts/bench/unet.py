@@ -17,19 +17,24 @@ like with like, and `--threads 1` with the process-CPU-time ratio is the steadie
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    ROOT,
+    count_flops,
+    cpu_memory_child,
+    interleaved_times,
+    matmul_flops_per_s,
+    measure_cpu_memory,
+    print_table,
+)
 
+sys.path.insert(0, str(ROOT))
 from vidiff.models.cond import Cond  # noqa: E402
 from vidiff.models.unet import FactorizedUNet, UNetConfig  # noqa: E402
 
@@ -111,70 +116,9 @@ def build(name: str, args):
     return model, step
 
 
-def matmul_flops_per_s(n: int = 2048, repeats: int = 7) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times)
-
-
-def count_flops(step) -> int:
-    import torch.utils.flop_counter as fc
-
-    aten = torch.ops.aten
-    # FlopCounterMode has no formula for the CPU flash-attention kernels; without these it counts 0.
-    cpu_sdpa = {
-        aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *a, **kw: fc.sdpa_flop_count(
-            q, k, v
-        ),
-        aten._scaled_dot_product_flash_attention_for_cpu_backward: (
-            lambda g, q, k, v, *a, **kw: fc.sdpa_backward_flop_count(g, q, k, v)
-        ),
-    }
-    counter = fc.FlopCounterMode(display=False, custom_mapping=cpu_sdpa)
-    with counter:
-        step()
-    return counter.get_total_flops()
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _peak_delta_mib(fn) -> float:
-    base = _status_kb("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # peak RSS mark := current RSS
-    fn()
-    return (_status_kb("VmHWM") - base) / 1024
-
-
 def memory_child(name: str, args) -> None:
     """Runs in a fresh process: peak extra memory of one training step, in MiB."""
-    calib = _peak_delta_mib(lambda: torch.ones(256 * 2**20 // 4).sum())
-    model, step = build(name, args)
-    step()  # warm-up: one-time buffers (oneDNN primitives etc.) are not the step's cost
-    model.zero_grad(set_to_none=True)
-    peak = _peak_delta_mib(step)
-    print(json.dumps({"peak_mib": peak, "calibration_256mib": calib}))
-
-
-def measure_memory(name: str, argv: list[str]) -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    out = subprocess.run(
-        [sys.executable, __file__, "--memory-child", name, *argv],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    cpu_memory_child(*build(name, args))
 
 
 def main() -> None:
@@ -223,40 +167,15 @@ def main() -> None:
     )
 
     flops = {n: count_flops(steps[n]) for n in names}
-    times = {n: [] for n in names}
-    cpu = {n: [] for n in names}
-    for r in range(args.repeats + 1):  # first round is warm-up
-        for n in names:
-            c0, t0 = os.times(), time.perf_counter()
-            steps[n]()
-            t1, c1 = time.perf_counter(), os.times()
-            if r:
-                times[n].append(t1 - t0)
-                cpu[n].append(c1.user + c1.system - c0.user - c0.system)
-        if r:
-            print(
-                f"  round {r}: "
-                + ", ".join(f"{n} {times[n][-1]:.2f}s (cpu {cpu[n][-1]:.2f}s)" for n in names),
-                flush=True,
-            )
+    times, cpu = interleaved_times(steps, args.repeats)
     peak_mm = matmul_flops_per_s()
     del models, steps
-    mem = {n: measure_memory(n, child_argv) for n in names}
+    mem = {n: measure_cpu_memory(__file__, n, child_argv) for n in names}
 
-    med = {n: statistics.median(times[n]) for n in names}
     print(
         f"\nlarge-matmul peak (2048^3 fp32, {torch.get_num_threads()} threads): {peak_mm / 1e9:.1f} GFLOP/s"
     )
-    print(
-        f"{'model':<10} {'params':>9} {'step s median':>14} {'min':>6} {'cpu s':>6} {'peak MiB':>9} "
-        f"{'GFLOP/step':>11} {'GFLOP/s':>8} {'of peak':>8}"
-    )
-    for n in names:
-        rate = flops[n] / med[n]
-        print(
-            f"{n:<10} {params[n] / 1e6:>8.2f}M {med[n]:>14.2f} {min(times[n]):>6.2f} {statistics.median(cpu[n]):>6.2f} "
-            f"{mem[n]['peak_mib']:>9.0f} {flops[n] / 1e9:>11.1f} {rate / 1e9:>8.1f} {rate / peak_mm:>8.1%}"
-        )
+    med = print_table(list(names), params, times, cpu, {n: mem[n]["peak_mib"] for n in names}, flops, peak_mm)
     calib = [round(mem[n]["calibration_256mib"]) for n in names]
     print(f"memory calibration: a 256 MiB allocation read as {calib} MiB")
     t_min = min(times["vidiff"]) / min(times["diffusers"])

@@ -118,6 +118,14 @@ def apply_rotary(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------- attention
 
 
+class RMSNorm(nn.RMSNorm):
+    """nn.RMSNorm whose weight follows the input's dtype, so under autocast (bf16 activations, fp32
+    weights) it still runs the fused kernel."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.eps)
+
+
 class Attention(nn.Module):
     """Multi-head attention on token sequences [N, L, C] with PyTorch SDPA.
 
@@ -150,8 +158,8 @@ class Attention(nn.Module):
         self.to_out = nn.Linear(dim, dim)
         if zero_init:
             zero_(self.to_out)
-        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else None
-        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else None
+        self.q_norm = RMSNorm(head_dim, eps=1e-6) if qk_norm else None
+        self.k_norm = RMSNorm(head_dim, eps=1e-6) if qk_norm else None
 
     def forward(
         self,

@@ -24,13 +24,13 @@ from vidiff.training.sample_keys import SampleKeys
 
 @dataclass
 class OptimConfig:
-    lr: float = 2e-4
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.99)
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
+    lr: float = 2e-4  # AdamW's peak learning rate, reached after warm-up
+    weight_decay: float = 0.01  # AdamW's decoupled weight decay
+    betas: tuple[float, float] = (0.9, 0.99)  # AdamW's moment decay rates
+    warmup_steps: int = 100  # linear warm-up from lr / warmup_steps to lr
+    grad_clip: float = 1.0  # clip the gradient norm to this (0: no clipping)
     decay: str = "constant"  # after warm-up: "constant", or "cosine" down to lr * min_lr_ratio at train.max_steps
-    min_lr_ratio: float = 0.1
+    min_lr_ratio: float = 0.1  # where the cosine decay ends, as a share of lr
 
     def __post_init__(self):
         if self.decay not in DECAYS:
@@ -39,21 +39,21 @@ class OptimConfig:
 
 @dataclass
 class DiffusionTrainConfig:
-    max_steps: int = 2000
-    steps_per_epoch: int = 100
-    batch_size: int = 32
-    image_batch_size: int = 64
-    image_share: float = 0.0
+    max_steps: int = 2000  # optimizer steps in all; a rerun resumes until it reaches them
+    steps_per_epoch: int = 100  # steps between epoch-end checkpoints (batches depend on the step, not the epoch)
+    batch_size: int = 32  # global batch of video clips, split evenly across ranks
+    image_batch_size: int = 64  # global batch when a step trains on images (T == 1)
+    image_share: float = 0.0  # share of steps that train on images (joint image+video training)
     caption_dropout: float = 0.1  # per-sample probability of training without the text (for CFG)
-    image_dropout: float = 0.0  # ... without Cond.image_latent (image-to-video stages)
-    lowres_dropout: float = 0.0  # ... without Cond.lowres (super-resolution stages)
-    loss_weighting: str = "min_snr"
-    min_snr_gamma: float = 5.0
-    ema_decay: float = 0.999
+    image_dropout: float = 0.0  # per-sample probability of training without Cond.image_latent (image-to-video)
+    lowres_dropout: float = 0.0  # per-sample probability of training without Cond.lowres (super-resolution)
+    loss_weighting: str = "min_snr"  # plain, min_snr, min_snr_plain (their mean) or learned (EDM2); docs/training.md
+    min_snr_gamma: float = 5.0  # the cap of min-SNR weighting
+    ema_decay: float = 0.999  # decay of the EMA weights that the export holds
     precision: str = "auto"  # auto = bf16-mixed on a GPU with bf16, else 32-true
-    seed: int = 0
-    num_workers: int = 0
-    log_every: int = 10
+    seed: int = 0  # keys every random draw: batches, timesteps, noise, dropout
+    num_workers: int = 0  # DataLoader worker processes (the latent cache is in memory)
+    log_every: int = 10  # steps between logged metrics
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 

@@ -1,4 +1,4 @@
-"""Exponential moving average of a model's weights, kept as a submodule so checkpoints carry it."""
+"""Exponential moving average of a model's weights; its state_dict holds the averaged copy and the update count."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ class DataConfig:
 
 @dataclass
 class TrainRunConfig:
-    out_dir: str = "runs/base"
+    out_dir: str = "runs/base"  # run folder: checkpoints/, logs/, tb/ and export/
     stage: StageConfig = field(default_factory=StageConfig)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     data: DataConfig = field(default_factory=DataConfig)

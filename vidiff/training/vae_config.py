@@ -11,43 +11,43 @@ from vidiff.models.vae import VAEConfig
 @dataclass
 class VAEDataConfig:
     num_samples: int = 2000  # toy-world clips, rendered once and kept in memory
-    num_frames: int = 9
-    height: int = 32
-    width: int = 32
+    num_frames: int = 9  # frames per training clip (1 + temporal_compression * k)
+    height: int = 32  # clip height in pixels
+    width: int = 32  # clip width in pixels
     image_share: float = 0.0  # share of batches that are images (T == 1)
-    seed: int = 0
+    seed: int = 0  # seeds the rendered toy clips
 
 
 @dataclass
 class VAELossConfig:
-    l1_weight: float = 1.0
-    mse_weight: float = 0.0
+    l1_weight: float = 1.0  # weight of the L1 reconstruction loss
+    mse_weight: float = 0.0  # weight of the squared-error reconstruction loss
     grad_weight: float = 0.0  # L1 on spatial finite differences: sharper edges without a pretrained perceptual net
     kl_weight: float = 1e-6  # on KL summed over latents / number of pixels (the LDM convention)
     adv_weight: float = 0.0  # 0: no discriminator
     adv_start_step: int = 2000  # the discriminator joins late, once reconstructions are decent
-    disc_channels: int = 32
+    disc_channels: int = 32  # width of the patch discriminator's first layer
 
 
 @dataclass
 class VAEOptimConfig:
-    steps: int = 2000
-    batch_size: int = 8
-    lr: float = 1e-3
+    steps: int = 2000  # optimizer steps in all; a rerun resumes until it reaches them
+    batch_size: int = 8  # clips per step
+    lr: float = 1e-3  # AdamW's peak learning rate
     min_lr_ratio: float = 0.05  # cosine decay to lr * min_lr_ratio
-    warmup_steps: int = 50
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.99)
-    grad_clip: float = 1.0
-    disc_lr: float = 2e-4
-    sample_posterior: bool = True
+    warmup_steps: int = 50  # linear warm-up steps
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
+    betas: tuple[float, float] = (0.9, 0.99)  # AdamW's moment decay rates
+    grad_clip: float = 1.0  # clip the gradient norm to this (0: no clipping)
+    disc_lr: float = 2e-4  # the discriminator's learning rate
+    sample_posterior: bool = True  # decode a posterior sample (true) or its mode
     # noise-augmented decoding: the decoder sees z + sigma * std_c(z) * eps with sigma = latent_noise * |N(0, 1)| per
     # sample (std_c: the batch's per-channel latent std), so it decodes the imprecise latents a diffusion model
     # makes. 0 turns it off. The KL term alone leaves the posterior std ~1e-3 of the latents' spread.
     latent_noise: float = 0.0
-    checkpoint_every: int = 500
+    checkpoint_every: int = 500  # steps between checkpoints (a killed run resumes from the last)
     threads: int | None = None  # torch CPU threads; None: torch's default
-    seed: int = 0
+    seed: int = 0  # seeds initialisation and batches
 
     def __post_init__(self):
         if not self.latent_noise >= 0:
@@ -59,7 +59,7 @@ class VAEOptimConfig:
 @dataclass
 class VAEEvalConfig:
     num_samples: int = 64  # held-out toy clips (a seed the training data never uses)
-    seed: int = 1_000_003
+    seed: int = 1_000_003  # seeds the held-out clips (training never uses it)
 
 
 @dataclass
@@ -69,4 +69,4 @@ class VAETrainConfig:
     loss: VAELossConfig = field(default_factory=VAELossConfig)
     train: VAEOptimConfig = field(default_factory=VAEOptimConfig)
     eval: VAEEvalConfig = field(default_factory=VAEEvalConfig)
-    out_dir: str = "runs/vae_toy"
+    out_dir: str = "runs/vae_toy"  # writes config.yaml, model.safetensors, summary.json, checkpoints/, logs/

@@ -147,12 +147,19 @@ def _train_loader(cfg: VAETrainConfig):
     videos = toy_videos(d.num_samples, d.num_frames, d.height, d.width, d.seed, d.image_share)
     vids = [i for i, v in enumerate(videos) if v.shape[1] > 1]
     imgs = [i for i, v in enumerate(videos) if v.shape[1] == 1]
-    # An epoch is checkpoint_every steps: train_vae checkpoints at epoch ends. (Batches depend only on the step.)
-    steps_per_epoch = cfg.train.checkpoint_every if cfg.train.checkpoint_every > 0 else 100
     sampler = JointBatchSampler(
-        vids, imgs, cfg.train.batch_size, image_share=d.image_share, steps_per_epoch=steps_per_epoch, seed=cfg.train.seed
+        vids, imgs, cfg.train.batch_size, image_share=d.image_share, steps_per_epoch=_steps_per_epoch(cfg),
+        seed=cfg.train.seed,
     )
     return StepKeyedLoader(_VideoTensorDataset(videos), batch_sampler=sampler, num_workers=0), sampler
+
+
+def _steps_per_epoch(cfg: VAETrainConfig) -> int:
+    """train_vae checkpoints at epoch ends, so checkpoint_every is a whole number of epochs: of 100 steps as always
+    when it is a multiple of 100 (each epoch's DataLoader iterator draws from torch's RNG, so the epoch length is
+    part of a run's random stream), else of checkpoint_every steps. Batches depend only on the step."""
+    every = cfg.train.checkpoint_every
+    return 100 if every <= 0 or every % 100 == 0 else every
 
 
 @quiet_lightning()  # hides Lightning's console lines a user cannot act on (vidiff.training.quiet)
@@ -172,12 +179,11 @@ def train_vae(cfg: VAETrainConfig) -> Path:
     loader, sampler = _train_loader(cfg)
     ckpt_dir = out / "checkpoints"
     resume = ckpt_dir / "last.ckpt"
-    # Every checkpoint_every steps, at the ends of epochs that long (_train_loader), and at the last step. Not with
+    # Every checkpoint_every steps, at epoch ends (_steps_per_epoch). Not with
     # every_n_train_steps: VAEModule steps its optimizers itself (manual optimization), and ModelCheckpoint then warns
     # at each such save, with a code example, that it holds the weights after the step, which is what resuming needs.
-    ckpt_cb = pl.callbacks.ModelCheckpoint(
-        dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=1 if cfg.train.checkpoint_every > 0 else 0
-    )
+    every_n_epochs = max(cfg.train.checkpoint_every, 0) // _steps_per_epoch(cfg)
+    ckpt_cb = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=every_n_epochs)
     trainer = pl.Trainer(
         max_steps=cfg.train.steps,
         accelerator="cpu",
