@@ -408,6 +408,14 @@ def format_value(value) -> str:
     return text.replace(str(ROOT) + "/", "<repo>/")
 
 
+def _section_type(tp) -> type | None:
+    """The dataclass a field holds: `Section` or `Section | None`; None for a plain value."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if len(args) == 1 and dataclasses.is_dataclass(args[0]) else None
+
+
 def document(cls: type, instance, key: str = "") -> SectionDoc:
     """The keys of dataclass `cls` (defaults taken from `instance`), nested sections as children."""
     hints = typing.get_type_hints(cls)
@@ -421,9 +429,10 @@ def document(cls: type, instance, key: str = "") -> SectionDoc:
             comments[owner] = field_comments(owner)
         dotted = f"{key}.{f.name}" if key else f.name
         value = getattr(instance, f.name)
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            child = document(tp, value, dotted)
+        tp = _section_type(hints[f.name])
+        if tp is not None:
+            # an optional section (e.g. the backbone not in use) is documented with its own defaults
+            child = document(tp, tp() if value is None else value, dotted)
             if comments[owner].get(f.name):
                 child.doc = (comments[owner][f.name] + "\n\n" + child.doc).strip()
             children.append(child)
