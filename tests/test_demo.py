@@ -46,9 +46,9 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tiny_demo, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     trained = [p for p in (demo / "base" / "logs").glob("version_*/metrics.csv") if "train/loss" in p.read_text()]
     assert [p.parent.name for p in trained] == ["version_0"]  # the rerun trained no step
-    # scripts/unet_experiment.py reruns only the U-Net step on the demo's latents and scores it the same way
+    # scripts/base_stage_experiment.py reruns only the base-stage step on the demo's latents and scores it the same way
     experiment = [
-        sys.executable, str(ROOT / "scripts/unet_experiment.py"), "--latents", str(demo / "latents"),
+        sys.executable, str(ROOT / "scripts/base_stage_experiment.py"), "--latents", str(demo / "latents"),
         "--out", str(tmp_path / "exp"), "--seeds-per-prompt", "1",
         "train.max_steps=3", "train.steps_per_epoch=3", "stage.sampling.steps=2",
     ]
@@ -114,3 +114,17 @@ def test_tiny_demo_report_renders_in_chromium(tiny_demo, monkeypatch):
         assert path.stat().st_size > 50_000 and size["height"] > 2000
     finally:
         driver.quit()
+
+
+def test_the_demo_picks_the_base_backbone_by_name(tmp_path, capsys):
+    from vidiff.cli import main
+    from vidiff.config import load_config
+    from vidiff.demo import Demo, DemoConfig
+
+    dit = Demo(tmp_path / "d", load_config(DemoConfig, None, ["denoiser=dit"]))
+    assert dit.base_config.endswith("configs/toy/base_dit.yaml") and dit.base_name == "base DiT"
+    unet = Demo(tmp_path / "u", load_config(DemoConfig))
+    assert unet.base_config.endswith("configs/toy/base_unet.yaml") and unet.base_name == "base U-Net"
+    assert main(["demo", "--out", str(tmp_path / "bad"), "denoiser=vit"]) == 2
+    assert "denoiser='vit' has no toy config; use unet or dit" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # refused before anything was written

@@ -103,3 +103,17 @@ def test_objective_settings_are_checked():
         DiffusionObjective(dropout={"fps": 0.1})
     with pytest.raises(VidiffError, match=r"\[0, 1\]"):
         DiffusionObjective(dropout={"text": 1.5})
+
+
+def test_the_trainer_sets_the_samplers_rank_and_step_even_on_a_mid_epoch_resume():
+    from types import SimpleNamespace
+
+    from vidiff.training.batching import SyncSamplerWithTrainer
+
+    sampler = _sampler()
+    sync = SyncSamplerWithTrainer(sampler)
+    trainer = SimpleNamespace(global_rank=1, world_size=2, global_step=0)
+    sync.setup(trainer, None, "fit")  # Lightning calls setup on every rank before any batch
+    sync.on_load_checkpoint(trainer, None, {"global_step": 10})  # a mid-epoch resume skips on_train_epoch_start
+    assert (sampler.rank, sampler.world_size, sampler.start_step) == (1, 2, 10)
+    assert list(sampler)[:5] == list(_sampler(1, 2, start=10))[:5]

@@ -154,13 +154,15 @@ def read_prompts_file(path: str) -> list[str]:
 def _register_eval(sub) -> None:
     p = sub.add_parser(
         "eval",
-        help="FVD, CLIP-SIM and toy-world oracle scores of generated videos; writes eval.json and eval.txt",
+        help="FVD, toy FVD, CLIP-SIM and toy-world oracle scores of generated videos; writes eval.json and eval.txt",
         description="Prompts of generated videos come from DIR/prompts.jsonl "
         '({"file": "0000.mp4", "prompt": "..."} per line, as `vidiff generate` writes) or NAME.txt beside each video.',
     )
     p.add_argument("--generated", help="folder of generated videos (omit to only save real-set statistics)")
-    p.add_argument("--real", help="real videos: a folder, a .jsonl/.parquet manifest, or a saved statistics .npz")
-    p.add_argument("--metrics", default="fvd,clipsim,oracle", help="comma-separated subset of fvd,clipsim,oracle")
+    p.add_argument("--real", help="real videos: a folder, a .jsonl/.parquet manifest, or a saved statistics .npz; "
+                   "for fvd_toy also toyworld:N (N toy clips rendered with a fixed seed)")
+    p.add_argument("--metrics", default="fvd,clipsim,oracle",
+                   help="comma-separated subset of fvd,fvd_toy,clipsim,oracle (default: fvd,clipsim,oracle)")
     p.add_argument("--i3d", help="I3D weights: StyleGAN-V i3d_torchscript.pt or a pytorch-i3d state dict ('random': smoke test)")
     p.add_argument("--save-real-stats", help="save the real set's FVD statistics to this .npz for later runs")
     p.add_argument("--fvd-frames", type=int, default=16, help="frames per clip (default 16)")
@@ -168,6 +170,8 @@ def _register_eval(sub) -> None:
     p.add_argument("--fvd-resolution", type=int, default=224, help="I3D input size (default 224)")
     p.add_argument("--fvd-resize", default="stretch", choices=["stretch", "center_crop"], help="default: stretch")
     p.add_argument("--batch-size", type=int, default=8, help="I3D batch size (default 8)")
+    p.add_argument("--toy-fvd-model", help="toy-FVD classifier folder (trained there if empty; default: the cache, "
+                   "$VIDIFF_CACHE or ~/.cache/vidiff, under toy_fvd/)")
     p.add_argument("--clip-model", help="open_clip architecture name, e.g. ViT-B-32")
     p.add_argument("--clip-weights", help="local weights file for --clip-model ('random': smoke test)")
     p.add_argument("--clip-config", help="open_clip model config JSON for an architecture open_clip does not know")
@@ -187,7 +191,8 @@ def _run_eval(args) -> int:
     result = evaluate(
         args.generated, args.real, args.metrics.split(","), i3d=args.i3d, protocol=protocol,
         save_real_stats=args.save_real_stats, clip_model=args.clip_model, clip_weights=args.clip_weights,
-        clip_config=args.clip_config, out_dir=args.out or args.generated, device=args.device,
+        clip_config=args.clip_config, toy_fvd_model=args.toy_fvd_model, out_dir=args.out or args.generated,
+        device=args.device,
     )
     print(result["summary"])
     for path in result.get("written", []):

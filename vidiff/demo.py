@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from vidiff.config import load_config, save_config
+from vidiff.errors import ConfigError
 from vidiff.report import Report, video_grid
 from vidiff.toyworld.prompts import (
     HOLDOUT_PER_MOTION,
@@ -42,7 +43,8 @@ class DemoConfig:
     # fewer steps than the toy configs' own, so the whole demo fits a ~20-minute CPU budget (measured minutes:
     # docs/experiments/toy-demo.md)
     vae_overrides: list[str] = field(default_factory=lambda: ["train.steps=2700"])
-    base_config: str = str(CONFIGS / "toy" / "base_unet.yaml")  # the base stage's training config
+    denoiser: str = "unet"  # the base stage's backbone: "unet" or "dit" (picks configs/toy/base_<denoiser>.yaml)
+    base_config: str | None = None  # the base stage's training config; None: the toy config of `denoiser`
     base_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=2400"])  # key=value on base_config
     clip_frames: int = 9  # frames per training window (1 + 4k for the toy VAE)
     clip_stride: int = 2  # raw videos run at 12 fps; every 2nd frame gives clearer motion per clip
@@ -52,6 +54,10 @@ class DemoConfig:
     seeds_per_prompt: int = 2  # videos generated per prompt (each scored by the oracle)
     train_prompts_to_score: int = TRAIN_PROMPTS_TO_SCORE  # training prompts also generated and scored
     workers: int = 2  # curation worker processes
+
+    def __post_init__(self):
+        if self.base_config is None and not (CONFIGS / "toy" / f"base_{self.denoiser}.yaml").is_file():
+            raise ConfigError(f"demo: denoiser={self.denoiser!r} has no toy config; use unet or dit, or set base_config")
 
 
 class Demo:
@@ -63,6 +69,16 @@ class Demo:
         self.holdout = holdout_triples(config.seed, config.holdout_per_motion)
         self.timings: dict[str, float] = {}
         self.report = Report(self.out / "report", "vidiff demo: toy world, raw video to generated video")
+
+    @property
+    def base_config(self) -> str:
+        if self.cfg.base_config:
+            return self.cfg.base_config
+        return str(CONFIGS / "toy" / f"base_{self.cfg.denoiser}.yaml")
+
+    @property
+    def base_name(self) -> str:
+        return {"unet": "base U-Net", "dit": "base DiT"}.get(self.cfg.denoiser, f"base {self.cfg.denoiser}")
 
     def _timed(self, name: str, fn):
         t0 = time.perf_counter()
@@ -115,7 +131,7 @@ class Demo:
         from vidiff.training.train_stage import TrainRunConfig, train_stage
 
         run = load_config(
-            TrainRunConfig, self.cfg.base_config,
+            TrainRunConfig, self.base_config,
             [*self.cfg.base_overrides, f"data.latents={latents}", f"out_dir={self.out / 'base'}"],
         )
         return train_stage(run)
@@ -127,7 +143,7 @@ class Demo:
         manifest, summary = self._timed("curation", lambda: self.curate(raw))
         vae_dir = self._timed("VAE training", self.train_vae)
         latents = self._timed("latent cache", lambda: self.encode(vae_dir, manifest))
-        export = self._timed("base U-Net training", lambda: self.train_base(latents))
+        export = self._timed(f"{self.base_name} training", lambda: self.train_base(latents))
 
         held_prompts = heldout_prompts(self.holdout)
         tr_prompts = train_prompts(self.cfg.seed, self.holdout, self.cfg.train_prompts_to_score)
@@ -186,7 +202,7 @@ class Demo:
         from vidiff.plots import curves_figure, read_metrics
 
         rep = self.report
-        models = [("VAE", "vae", "VAE training"), ("base U-Net", "base", "base U-Net training")]
+        models = [("VAE", "vae", "VAE training"), (self.base_name, "base", f"{self.base_name} training")]
         runs = {title: (folder, read_metrics(self.out / folder / "logs")) for title, folder, _ in models}
         rows = []
         for title, folder, step_name in models:
@@ -204,7 +220,7 @@ class Demo:
             return
         rep.heading("Training")
         rep.table(rows, key="training", formats={"seconds": "{:.1f}", "steps/s": "{:.2f}"})
-        base = [{k: v for k, v in r.items() if k != "model"} for r in rows if r["model"] == "base U-Net"]
+        base = [{k: v for k, v in r.items() if k != "model"} for r in rows if r["model"] == self.base_name]
         if base:
             rep.record("base_training", base)
         for title, (folder, metrics) in runs.items():
@@ -231,9 +247,9 @@ class Demo:
         rep = self.report
         rep.heading("Configuration")
         rep.text("What produced this report: the demo's settings (DemoConfig with the options given to vidiff demo) and "
-                 "the configs the VAE and the base U-Net trained with, overrides applied.")
+                 f"the configs the VAE and the {self.base_name} trained with, overrides applied.")
         files = [("demo settings", "demo.yaml"), ("VAE training", "vae/train_config.yaml"),
-                 ("base U-Net training", "base/train.yaml")]
+                 (f"{self.base_name} training", "base/train.yaml")]
         for i, (title, rel) in enumerate(files):
             path = self.out / rel
             if path.is_file():

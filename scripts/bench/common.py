@@ -166,3 +166,30 @@ def print_table(
             f"{rate / 1e9:>8.1f} {rate / peak_flops:>8.1%}"
         )
     return med
+
+
+def add_step_arguments(parser) -> None:
+    """The options every training-step bench shares: the input's shape, the text tokens and the repeats."""
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--channels", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--size", type=int, default=32, help="latent height = width")
+    parser.add_argument("--text-len", type=int, default=77)
+    parser.add_argument("--text-dim", type=int, default=512)
+
+
+def run_child_or_parse(parser, memory_child) -> object | None:
+    """Parse with the shared --threads / --memory-child options; in a memory child, measure and return None."""
+    import argparse
+
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--memory-child", choices=["diffusers", "vidiff"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_child:
+        memory_child(args.memory_child, args)
+        return None
+    return args
+

@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     ROOT,
+    add_step_arguments,
     count_flops,
     cpu_memory_child,
     cuda_peak_mib,
@@ -40,6 +41,7 @@ from common import (  # noqa: E402
     matmul_flops_per_s,
     measure_cpu_memory,
     print_table,
+    run_child_or_parse,
 )
 
 sys.path.insert(0, str(ROOT))
@@ -155,14 +157,8 @@ def memory_child(name: str, args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--channels", type=int, default=4)
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--size", type=int, default=32, help="latent height = width")
+    add_step_arguments(p)
     p.add_argument("--patch", type=int, default=2, help="spatial patch (ours: 1 x patch x patch)")
-    p.add_argument("--text-len", type=int, default=77)
-    p.add_argument("--text-dim", type=int, default=512)
     p.add_argument("--width", type=int, default=512, help="hidden size of both models")
     p.add_argument("--heads", type=int, default=8)
     p.add_argument(
@@ -173,13 +169,8 @@ def main() -> None:
     p.add_argument("--attention", choices=list(BACKENDS), default="auto", help="SDPA backend for both")
     p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing in both")
     p.add_argument("--only-vidiff", action="store_true", help="time vidiff alone (no diffusers needed)")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--memory-child", choices=["diffusers", "vidiff"], help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.memory_child:
-        memory_child(args.memory_child, args)
+    args = run_child_or_parse(p, memory_child)
+    if args is None:
         return
     if args.size % args.patch:
         raise SystemExit(f"--size {args.size} is not a multiple of --patch {args.patch}")

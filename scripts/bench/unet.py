@@ -26,12 +26,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     ROOT,
+    add_step_arguments,
     count_flops,
     cpu_memory_child,
     interleaved_times,
     matmul_flops_per_s,
     measure_cpu_memory,
     print_table,
+    run_child_or_parse,
 )
 
 sys.path.insert(0, str(ROOT))
@@ -123,26 +125,15 @@ def memory_child(name: str, args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--channels", type=int, default=4)
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--size", type=int, default=32)
-    p.add_argument("--text-len", type=int, default=77)
-    p.add_argument("--text-dim", type=int, default=512)
+    add_step_arguments(p)
     p.add_argument(
         "--width", type=int, default=64, help="diffusers block_out_channels = width * (1, 2, 4, 4)"
     )
     p.add_argument(
         "--full-attention", action="store_true", help="attention at 32x32 too (diffusers' default layout)"
     )
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--memory-child", choices=["diffusers", "vidiff"], help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.memory_child:
-        memory_child(args.memory_child, args)
+    args = run_child_or_parse(p, memory_child)
+    if args is None:
         return
     child_argv = [a for a in sys.argv[1:]]
 

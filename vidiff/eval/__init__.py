@@ -1,4 +1,5 @@
-"""Evaluation of generated video: FVD (I3D features), CLIP similarity and the toy-world oracle.
+"""Evaluation of generated video: FVD (I3D features), toy FVD (a toy-world classifier's features), CLIP
+similarity and the toy-world oracle.
 
 `evaluate(...)` (vidiff.eval.run) is the job behind `vidiff eval`; the modules below are its parts.
 """

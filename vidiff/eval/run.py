@@ -1,5 +1,5 @@
-"""The evaluation job: find generated and real videos and their prompts, compute FVD / CLIP-SIM / oracle,
-and write `eval.json` plus a readable `eval.txt`.
+"""The evaluation job: find generated and real videos and their prompts, compute FVD / toy FVD / CLIP-SIM /
+oracle, and write `eval.json` plus a readable `eval.txt`.
 
 Generated videos: the video files directly inside a folder. Their prompts come from `prompts.jsonl` in
 that folder (one JSON object per line: {"file": "0000.mp4", "prompt": "..."}; `vidiff generate` writes
@@ -7,7 +7,8 @@ it) or, for a video without a line there, from a text file beside it with the sa
 
 Real videos: a folder (video files at any depth), a manifest (.jsonl or .parquet rows with `path`, or
 `source` + `start_frame`/`end_frame`; rows whose `status` is not "kept" are skipped; relative paths
-are relative to the manifest), or a `.npz` of saved FVD statistics.
+are relative to the manifest), or a `.npz` of saved FVD statistics. For toy FVD (`fvd_toy`,
+vidiff.eval.toy_fvd) it may also be `toyworld:N`: N toy clips rendered with a fixed seed.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from vidiff.eval.fvd import (
     stats_meta,
 )
 
-METRICS = ("fvd", "clipsim", "oracle")
+METRICS = ("fvd", "fvd_toy", "clipsim", "oracle")
+DEFAULT_METRICS = ("fvd", "clipsim", "oracle")  # fvd_toy trains a classifier on first use: ask for it
 VIDEO_SUFFIXES = (".mp4", ".gif", ".avi", ".mov", ".webm", ".mkv")
 PROMPTS_FILE = "prompts.jsonl"
 
@@ -212,7 +214,7 @@ def real_stats(
 def evaluate(
     generated: str | Path | None,
     real: str | Path | None = None,
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] = DEFAULT_METRICS,
     *,
     i3d: str | Path | I3DFeatures | None = None,
     protocol: FVDProtocol | None = None,
@@ -220,6 +222,7 @@ def evaluate(
     clip_model: str | None = None,
     clip_weights: str | Path | None = None,
     clip_config: str | Path | dict | None = None,
+    toy_fvd_model: str | Path | Any | None = None,
     out_dir: str | Path | None = None,
     device: str = "cpu",
     progress: bool = True,
@@ -227,6 +230,8 @@ def evaluate(
     """Compute the requested metrics for the videos in `generated`; write eval.json / eval.txt to `out_dir`.
 
     With `generated=None`, only the real set's FVD statistics are computed and saved (`save_real_stats`).
+    `toy_fvd_model`: the toy-FVD classifier (a ToyVideoClassifier or its folder; None: the cached default,
+    trained on first use).
     """
     metrics = [m.strip().lower() for m in metrics if m.strip()]
     unknown = [m for m in metrics if m not in METRICS]
@@ -239,10 +244,20 @@ def evaluate(
     want_fvd = "fvd" in metrics or (generated is None and save_real_stats)
     want_clip = bool(refs) and "clipsim" in metrics
     want_oracle = bool(refs) and "oracle" in metrics
+    want_toy = bool(refs) and "fvd_toy" in metrics
 
     # Check every input and load every model before the first long computation.
     if want_fvd and real is None:
         raise VidiffError("FVD needs a real set: pass --real DIR, a manifest, or a saved statistics .npz")
+    if want_fvd and str(real).startswith("toyworld:"):
+        raise VidiffError(
+            f"--real {real}: toyworld:N is a real set for fvd_toy only; FVD needs a folder, a manifest or a .npz"
+        )
+    if want_toy and real is None:
+        raise VidiffError(
+            "fvd_toy needs a real set: pass --real toyworld:N (N toy clips rendered with a fixed seed, "
+            "e.g. toyworld:256), a folder or a manifest of real videos"
+        )
     if want_clip:
         _check_prompts(refs, "CLIP-SIM")
     if want_oracle:
@@ -254,6 +269,11 @@ def evaluate(
         from vidiff.eval.clip_score import clip_similarity, load_clip
 
         scorer = load_clip(clip_model, clip_weights, config=clip_config, device=device)
+    if want_toy:
+        from vidiff.eval import toy_fvd
+
+        toy_fvd.parse_toyworld(real)  # a malformed toyworld:N fails before the classifier trains
+        classifier = toy_fvd.as_classifier(toy_fvd_model, device=device, progress=progress)
 
     if want_fvd:
         r_stats, r_label = real_stats(real, detector, protocol, save_to=save_real_stats, progress=progress)
@@ -278,6 +298,17 @@ def evaluate(
                 comparable_to_published=detector.is_reference and protocol.is_standard,
             )
             result["fvd"] = out
+
+    if want_toy:
+        frames = classifier.config.frames
+        result["fvd_toy"] = toy_fvd.toy_fvd(
+            ((r.name, r.read(frames)) for r in refs),
+            real,
+            classifier=classifier,
+            device=device,
+            progress=progress,
+            total=len(refs),
+        )
 
     if want_clip:
         result["clipsim"] = clip_similarity(scorer, _with_prompts(refs), total=len(refs), progress=progress)
@@ -331,6 +362,26 @@ def format_summary(result: dict[str, Any]) -> str:
             lines.append(
                 "           non-standard protocol (standard: 16 frames at 224x224): not comparable to published FVDs"
             )
+        if f["biased"]:
+            lines.append(
+                f"           biased: fewer samples than the {f['feature_dim']} feature dimensions; compare only at equal N"
+            )
+    if "fvd_toy" in result:
+        f, p, k = result["fvd_toy"], result["fvd_toy"]["protocol"], result["fvd_toy"]["classifier"]
+        lines.append(
+            f"FVD-toy    {f['fvd_toy']:.3f}  (N generated = {f['n_generated']}, N real = {f['n_real']}, "
+            f"{f['feature_dim']}-d toy-classifier features)"
+        )
+        acc = k["heldout_accuracy"] or {}
+        acc_text = ", ".join(f"{a} {_pct(v)}" for a, v in acc.items()) or "not recorded"
+        lines.append(
+            f"           protocol: first {p['num_frames']} frames, resized to {p['resolution']}x{p['resolution']}, "
+            f"values in {p['value_range']}; real: {f['real']}"
+        )
+        lines.append(
+            f"           classifier {k['source']} (settings {k['settings_hash']}, weights {k['fingerprint']}; "
+            f"held-out accuracy {acc_text}); compare only with toy FVDs of the same classifier, never with FVD"
+        )
         if f["biased"]:
             lines.append(
                 f"           biased: fewer samples than the {f['feature_dim']} feature dimensions; compare only at equal N"

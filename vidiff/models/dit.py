@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from vidiff.errors import VidiffError
+from vidiff.models.backbone import Backbone
 from vidiff.models.cond import Cond
 from vidiff.models.conditioning import (
     ConditioningConfig,
@@ -31,7 +31,6 @@ from vidiff.models.conditioning import (
     zero_conditioning_channels_,
 )
 from vidiff.models.layers import MLP, Attention, RotaryEmbedding, zero_
-from vidiff.models.pretrained import PretrainedMixin
 
 
 @dataclass
@@ -198,7 +197,7 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
-class VideoDiT(PretrainedMixin, nn.Module):
+class VideoDiT(Backbone):
     """denoiser(x_t [B, C, T, H, W], t [B], cond: Cond) -> prediction [B, C_out, T, H, W].
 
     T, H and W must be multiples of `patch_size`. Text enters by cross-attention to cond.text under
@@ -242,16 +241,6 @@ class VideoDiT(PretrainedMixin, nn.Module):
                 zero_(blk.temporal.modulation)
         zero_(self.final)
 
-    # ------------------------------------------------------------------ public switches
-
-    def enable_gradient_checkpointing(self, enabled: bool = True) -> VideoDiT:
-        """Recompute each block's activations in backward instead of storing them (less memory, ~30% slower)."""
-        self.gradient_checkpointing = enabled
-        return self
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     # ------------------------------------------------------------------ forward
 
     def forward(self, x: Tensor, t: Tensor, cond: Cond) -> Tensor:
@@ -272,14 +261,9 @@ class VideoDiT(PretrainedMixin, nn.Module):
         if gt > 1 and cfg.temporal_attention:
             rope_time = self.rope_time(gt, device=x.device, dtype=x.dtype)
         for blk in self.blocks:
-            tokens = self._call(blk, tokens, emb, context, context_mask, rope_space, rope_time, frame_mask)
+            tokens = self._block(blk, tokens, emb, context, context_mask, rope_space, rope_time, frame_mask)
         out = self.final(tokens, emb)
         return rearrange(out, "b t (h w) (c pt ph pw) -> b c (t pt) (h ph) (w pw)", h=gh, pt=pt, ph=ph, pw=pw)
-
-    def _call(self, blk: DiTBlock, *args) -> Tensor:
-        if self.gradient_checkpointing and torch.is_grad_enabled():
-            return checkpoint(blk, *args, use_reentrant=False)
-        return blk(*args)
 
     def _token_frame_mask(self, frame_mask: Tensor | None) -> Tensor | None:
         """cond.frame_mask [B, T] as a mask of token frames [B, T / pt] (None when every frame is real)."""

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from vidiff.errors import VidiffError
+from vidiff.models.backbone import Backbone
 from vidiff.models.cond import Cond
 from vidiff.models.conditioning import (
     ConditioningConfig,
@@ -29,7 +29,6 @@ from vidiff.models.layers import (
     group_norm,
     to_video_layout,
 )
-from vidiff.models.pretrained import PretrainedMixin
 
 
 @dataclass
@@ -131,7 +130,7 @@ class _Step(nn.Module):
         return x
 
 
-class FactorizedUNet(PretrainedMixin, nn.Module):
+class FactorizedUNet(Backbone):
     """denoiser(x_t [B, C, T, H, W], t [B], cond: Cond) -> prediction [B, C_out, T, H, W].
 
     Temporal layers are zero-initialised residuals and are skipped when T == 1, so at initialisation
@@ -208,16 +207,6 @@ class FactorizedUNet(PretrainedMixin, nn.Module):
         self.register_state_dict_post_hook(_contiguous_state)
         self.register_load_state_dict_pre_hook(_rename_legacy_keys)
 
-    # ------------------------------------------------------------------ public switches
-
-    def enable_gradient_checkpointing(self, enabled: bool = True) -> FactorizedUNet:
-        """Recompute each block's activations in backward instead of storing them (less memory, ~30% slower)."""
-        self.gradient_checkpointing = enabled
-        return self
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     # ------------------------------------------------------------------ forward
 
     def forward(self, x: Tensor, t: Tensor, cond: Cond) -> Tensor:
@@ -231,19 +220,14 @@ class FactorizedUNet(PretrainedMixin, nn.Module):
         h = self._frames(self.conv_in, h)
         skips = [h]
         for blk in self.down:
-            h = self._call(blk, h, emb, context, context_mask, frame_mask)
+            h = self._block(blk, h, emb, context, context_mask, frame_mask)
             skips.append(h)
         for blk in self.mid:
-            h = self._call(blk, h, emb, context, context_mask, frame_mask)
+            h = self._block(blk, h, emb, context, context_mask, frame_mask)
         for blk in self.up:
-            h = self._call(blk, torch.cat([h, skips.pop()], dim=1), emb, context, context_mask, frame_mask)
+            h = self._block(blk, torch.cat([h, skips.pop()], dim=1), emb, context, context_mask, frame_mask)
         h = self._frames(self.conv_out, F.silu(self._frames(self.norm_out, h)))
         return h
-
-    def _call(self, blk: _Step, *args) -> Tensor:
-        if self.gradient_checkpointing and torch.is_grad_enabled():
-            return checkpoint(blk, *args, use_reentrant=False)
-        return blk(*args)
 
     @staticmethod
     def _frames(layer: nn.Module, x: Tensor) -> Tensor:

@@ -84,6 +84,10 @@ class SyncSamplerWithTrainer(L.Callback):
     def __init__(self, sampler: JointBatchSampler):
         self.sampler = sampler
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # every rank knows its place once the strategy is up, before any batch (and before a checkpoint loads)
+        self.sampler.set_rank(trainer.global_rank, trainer.world_size)
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.sampler.start_step = trainer.global_step
         self.sampler.set_rank(trainer.global_rank, trainer.world_size)

@@ -1,12 +1,14 @@
-"""Train a base U-Net on an existing latent cache with config overrides, then score it like the demo does.
+"""Train a base stage (U-Net or DiT) on an existing latent cache with config overrides, then score it like
+the demo does.
 
-The demo's U-Net step is the one worth experimenting with (loss weighting, steps, width); this reruns
-only that step on a demo's latent cache (same curated clips, same VAE) and scores held-out and
-training prompts with the toy-world oracle, using the demo's held-out split. Prints one JSON line
-and writes it to OUT/result.json. Rerunning with the same --out resumes training and reuses videos.
+The demo's base-stage step is the one worth experimenting with (backbone, loss weighting, steps, width);
+this reruns only that step on a demo's latent cache (same curated clips, same VAE) and scores held-out
+and training prompts with the toy-world oracle, using the demo's held-out split. Prints one JSON line
+(with the training time per step) and writes it to OUT/result.json. Rerunning with the same --out
+resumes training and reuses videos.
 
-    python scripts/unet_experiment.py --latents demo_out/latents --out runs/learned_6k \\
-        [--seeds-per-prompt 6] [--threads 1] train.max_steps=6000 train.loss_weighting=learned
+    python scripts/base_stage_experiment.py --latents demo_out/latents --out runs/dit_s0 \\
+        [--config configs/toy/base_dit.yaml] [--seeds-per-prompt 6] [--threads 1] train.max_steps=2400 train.seed=0
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from vidiff.toyworld import ATTRIBUTES  # noqa: E402
 from vidiff.toyworld.prompts import heldout_prompts, holdout_triples, train_prompts  # noqa: E402
 from vidiff.training.train_stage import TrainRunConfig, train_stage  # noqa: E402
 
-BASE_CONFIG = ROOT / "configs" / "toy" / "base_unet.yaml"  # the demo's U-Net config
+BASE_CONFIG = ROOT / "configs" / "toy" / "base_unet.yaml"  # the demo's base-stage config
 
 
 def main() -> None:
@@ -39,7 +41,8 @@ def main() -> None:
     p.add_argument("--seeds-per-prompt", type=int, default=6, help="videos per prompt (12 prompts each side)")
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps torch's default")
     p.add_argument("--seed", type=int, default=0, help="demo seed: picks the held-out split and sampling noise")
-    p.add_argument("overrides", nargs="*", help="key=value overrides of configs/toy/base_unet.yaml")
+    p.add_argument("--config", default=str(BASE_CONFIG), help="training config (default: the demo's, base_unet.yaml)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     args = p.parse_args()
     if not (Path(args.latents) / "meta.json").is_file():
         p.error(f"--latents {args.latents} is not a latent cache (no meta.json); point it at a demo's latents/ folder")
@@ -54,12 +57,14 @@ def main() -> None:
     t0 = time.perf_counter()
     try:
         run = load_config(
-            TrainRunConfig, BASE_CONFIG, [*args.overrides, f"data.latents={Path(args.latents)}", f"out_dir={out / 'base'}"]
+            TrainRunConfig, args.config, [*args.overrides, f"data.latents={Path(args.latents)}", f"out_dir={out / 'base'}"]
         )
         export = train_stage(run)
     except VidiffError as e:
         p.error(str(e))
-    result: dict = {"overrides": args.overrides, "train_seconds": round(time.perf_counter() - t0, 1)}
+    seconds = time.perf_counter() - t0
+    result: dict = {"config": args.config, "overrides": args.overrides, "train_seconds": round(seconds, 1),
+                    "seconds_per_step": round(seconds / run.train.max_steps, 4), "threads": torch.get_num_threads()}
     for name, prompts in (("heldout", heldout_prompts(holdout)), ("train", train_prompts(args.seed, holdout))):
         _, _, scores = generate_and_score(
             export, prompts, out / "generated" / name, args.seeds_per_prompt, seed=args.seed * 1000
