@@ -15,6 +15,13 @@ from vidiff.models.cond import Cond
 
 
 @pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only wait on each other on a shared CPU
+def padded_cond(b: int, length: int = 6, d: int = 16, **kw) -> Cond:
+    """Random text tokens with the last two padded (masked), as the text encoder gives; other fields as given."""
+    mask = torch.ones(b, length, dtype=torch.bool)
+    mask[:, length - 2 :] = False
+    return Cond(torch.randn(b, length, d), mask, **kw)
+
+
 class BackboneContract:
     """Mix into a `Test...` class that sets `model_class` and defines `tiny_config(**overrides)`:
 

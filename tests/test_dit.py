@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from backbone_contract import BackboneContract
+from backbone_contract import BackboneContract, padded_cond
 
 from vidiff.config import load_config
 from vidiff.errors import ConfigError, VidiffError
@@ -43,10 +43,7 @@ def _model(**kw) -> VideoDiT:
 _perturb = BackboneContract.perturb
 
 
-def _cond(b, length=6, d=16, **kw):
-    mask = torch.ones(b, length, dtype=torch.bool)
-    mask[:, length - 2 :] = False  # padding at the end, as the text encoder gives
-    return Cond(torch.randn(b, length, d), mask, **kw)
+_cond = padded_cond
 
 
 def test_latent_size_not_a_multiple_of_the_patch_names_both():

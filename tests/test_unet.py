@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from backbone_contract import BackboneContract
+from backbone_contract import BackboneContract, padded_cond
 from safetensors.torch import load_file, save_file
 
 from vidiff.config import from_dict, load_config, save_config
@@ -47,10 +47,7 @@ def _model(**kw) -> FactorizedUNet:
 _perturb = BackboneContract.perturb
 
 
-def _cond(b, length=6, d=16, **kw):
-    mask = torch.ones(b, length, dtype=torch.bool)
-    mask[:, length - 2 :] = False  # padding at the end, as the text encoder gives
-    return Cond(torch.randn(b, length, d), mask, **kw)
+_cond = padded_cond
 
 
 def test_pooled_text_conditions_every_block_without_attention():
