@@ -96,13 +96,11 @@ def read_weights(path: Path, what: str) -> dict[str, Tensor]:
         raise VidiffError(f"{what} {path} cannot be read ({exc}); the file is corrupt or not safetensors") from None
 
 
-def load_weights(
-    module: nn.Module, path: Path, what: str, config_path: Path | None = None, state: dict[str, Tensor] | None = None
-) -> None:
-    """Load `path` (or an already-read `state` from it) into `module`, strictly; one error names the first
+def load_weights(module: nn.Module, path: Path, what: str, config_path: Path | None = None) -> None:
+    """Load `path` into `module`, strictly; one error names the first
     mismatching tensor (in the module's order; then the first unexpected one) and counts every kind of
     mismatch. Modules' load_state_dict pre-hooks (e.g. renamed keys of older files) apply first."""
-    state = read_weights(path, what) if state is None else state
+    state = read_weights(path, what)
     seen: list[tuple[list[str], list[str]]] = []  # torch's key lists, even when it raises on shapes
 
     def record(_module, incompatible) -> None:

@@ -25,7 +25,7 @@ from vidiff.config import from_dict, load_config, save_config
 from vidiff.errors import VidiffError
 from vidiff.models.pretrained import CONFIG_FILE, WEIGHTS_FILE, load_weights
 from vidiff.models.text_encoder import TextEncoder, TextEncoderConfig
-from vidiff.models.vae import CausalVAE3D
+from vidiff.models.vae import CausalVAE3D, VAEConfig
 from vidiff.pipelines.stage import DiffusionStage, StageConfig
 
 PIPELINE_FILE = "pipeline.yaml"
@@ -103,7 +103,7 @@ def save_pipeline(
     if len(set(names)) != len(names):
         raise VidiffError(f"pipeline stages need distinct names (stage.name), got {names}")
     index = PipelineIndex(task=task, stages=names)
-    vae_config = vae.config if isinstance(vae, CausalVAE3D) else CausalVAE3D.from_pretrained(vae).config
+    vae_config = vae.config if isinstance(vae, CausalVAE3D) else _vae_folder_config(Path(vae))
     check_parts(vae_config, text_encoder.dim, [s.config for s, _ in stages], str(folder))
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
@@ -123,6 +123,14 @@ def save_pipeline(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def _vae_folder_config(folder: Path) -> VAEConfig:
+    """The config of a VAE folder whose files are copied as they are (its weights are not read here)."""
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise VidiffError(f"VAE folder {folder} has no {name}; pass a folder written by `vidiff train-vae`")
+    return load_config(VAEConfig, folder / CONFIG_FILE)
 
 
 def _swap_in(new: Path, target: Path) -> None:
