@@ -131,12 +131,11 @@ class TemporalBlock(nn.Module):
     def forward(
         self, x: Tensor, emb: Tensor, rope: tuple[Tensor, Tensor], frame_mask: Tensor | None
     ) -> Tensor:
-        b, t, s, d = x.shape
+        s = x.shape[2]
         shift, scale, gate = self.modulation(emb)[:, None, None].chunk(3, dim=-1)
-        h = rearrange(modulate(self.norm(x), shift, scale), "b t s d -> (b s) t d")
+        h = modulate(self.norm(x), shift, scale)
         mask = None if frame_mask is None else frame_mask.repeat_interleave(s, dim=0)
-        h = rearrange(self.attn(h, key_mask=mask, rope=rope), "(b s) t d -> b t s d", b=b)
-        return torch.addcmul(x, gate, h)
+        return torch.addcmul(x, gate, self.attn(h, key_mask=mask, rope=rope, along_time=True))
 
 
 class DiTBlock(nn.Module):

@@ -167,16 +167,21 @@ class Attention(nn.Module):
         context: Tensor | None = None,
         key_mask: Tensor | None = None,
         rope: tuple[Tensor, Tensor] | None = None,
+        along_time: bool = False,
     ) -> Tensor:
+        """x [N, L, C] -> [N, L, C]. With `along_time`, x is [B, T, S, C] and each of the S positions
+        attends along T (key_mask [B * S, T]): the same as moving x to a "(b s) t c" layout first,
+        without the two copies that costs; the head split copies anyway."""
         if self.is_cross:
-            if rope is not None:
-                raise ValueError("rotary positions apply to self-attention only")
+            if rope is not None or along_time:
+                raise ValueError("rotary positions and attention along time apply to self-attention only")
             q = rearrange(self.to_q(x), "n l (h d) -> n h l d", h=self.heads)
             k, v = rearrange(self.to_kv(context), "n s (two h d) -> two n h s d", two=2, h=self.heads)
             if self.q_norm is not None:
                 q, k = self.q_norm(q), self.k_norm(k)
         else:
-            qkv = rearrange(self.to_qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)
+            split = "b t s (three h d) -> three (b s) h t d" if along_time else "n l (three h d) -> three n h l d"
+            qkv = rearrange(self.to_qkv(x), split, three=3, h=self.heads)
             qk, v = qkv[:2], qkv[2]
             if self.q_norm is not None:
                 qk = torch.stack([self.q_norm(qk[0]), self.k_norm(qk[1])])
@@ -185,6 +190,8 @@ class Attention(nn.Module):
             q, k = qk
         mask = None if key_mask is None else key_mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if along_time:
+            return self.to_out(rearrange(out, "(b s) h t d -> b t s (h d)", b=x.shape[0]))
         return self.to_out(rearrange(out, "n h l d -> n l (h d)"))
 
 
@@ -245,13 +252,13 @@ class TemporalAttention(nn.Module):
         b, _, t, h, w = x.shape
         if t == 1:
             return x
-        tok = rearrange(x, "b c t h w -> (b h w) t c")
+        tok = rearrange(x, "b c t h w -> b t (h w) c")  # a free view of the channels-last video
         rope = self.rope(t, device=x.device, dtype=x.dtype)
         mask = None
         if frame_mask is not None:
             mask = frame_mask.bool().repeat_interleave(h * w, dim=0)
-        out = self.attn(self.norm(tok), key_mask=mask, rope=rope)
-        return x + rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h)
+        out = self.attn(self.norm(tok), key_mask=mask, rope=rope, along_time=True)
+        return x + rearrange(out, "b t (h w) c -> b c t h w", h=h)
 
 
 # ---------------------------------------------------------------------------- convolutions
