@@ -36,6 +36,15 @@ class TestVideoDiT(BackboneContract):
         return DiTConfig(**{**TINY, **overrides})
 
 
+class TestVideoDiTClipSpan(TestVideoDiT):
+    """The same contract with full spatio-temporal attention in the temporal layers (3D rotary positions)."""
+
+    overfit_overrides = dict(hidden_size=72, depth=2, num_heads=3)
+
+    def tiny_config(self, **overrides):
+        return DiTConfig(**{**TINY, "hidden_size": 48, "temporal_span": "clip", **overrides})
+
+
 def _model(**kw) -> VideoDiT:
     return VideoDiT(DiTConfig(**{**TINY, **kw}))
 
@@ -89,6 +98,10 @@ def test_config_errors_name_the_numbers():
             load_config(DiTConfig, None, [f"patch_size={bad}"])
     with pytest.raises(ConfigError, match="depth must be a positive integer, got 0"):
         load_config(DiTConfig, None, ["depth=0"])
+    with pytest.raises(ConfigError, match="temporal_span must be one of \\['position', 'clip'\\], got 'frames'"):
+        load_config(DiTConfig, None, ["temporal_span=frames"])
+    with pytest.raises(ConfigError, match="head width 16 is not a multiple of 6, which temporal_span 'clip' needs"):
+        load_config(DiTConfig, None, ["hidden_size=32", "num_heads=2", "temporal_span=clip"])
     cfg = load_config(DiTConfig, None, ["patch_size=[1, 4, 4]", "hidden_size=48", "num_heads=3"])
     assert cfg.patch_size == (1, 4, 4) and cfg.head_dim == 16
 

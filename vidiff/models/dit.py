@@ -33,6 +33,9 @@ from vidiff.models.conditioning import (
 from vidiff.models.layers import MLP, Attention, RotaryEmbedding, zero_
 
 
+TEMPORAL_SPANS = ("position", "clip")
+
+
 @dataclass
 class DiTConfig(ConditioningConfig):
     """Shape of a VideoDiT. Defaults are a toy CPU size; see `gpu_dit_config()` for a real one.
@@ -58,6 +61,10 @@ class DiTConfig(ConditioningConfig):
     qk_norm: bool = True  # RMSNorm on each head's q and k in every attention
     rope_base: float = 10000.0  # frequency base of the rotary positions (space and time)
     temporal_attention: bool = True  # attention across frames in every block; False: the image model
+    # what the temporal attention sees: "position", the frames at the token's own spatial position (Latte,
+    # STDiT); "clip", every token of the clip, with 3D rotary positions (full spatio-temporal attention, as
+    # CogVideoX or Wan, here beside the per-frame spatial attention). Either starts as the identity.
+    temporal_span: str = "position"
     gradient_checkpointing: bool = (
         False  # recompute activations in the backward pass: less memory, more compute
     )
@@ -83,6 +90,13 @@ class DiTConfig(ConditioningConfig):
             raise ValueError(
                 f"head width hidden_size / num_heads = {self.hidden_size} / {self.num_heads} = {self.head_dim} "
                 "is not a multiple of 4, which the 2D rotary positions need (a sin/cos pair per row and column)"
+            )
+        if self.temporal_span not in TEMPORAL_SPANS:
+            raise ValueError(f"temporal_span must be one of {list(TEMPORAL_SPANS)}, got {self.temporal_span!r}")
+        if self.temporal_span == "clip" and self.head_dim % 6:
+            raise ValueError(
+                f"head width {self.head_dim} is not a multiple of 6, which temporal_span 'clip' needs for its 3D "
+                "rotary positions (a sin/cos pair per frame, row and column); change hidden_size or num_heads"
             )
         if self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
@@ -116,14 +130,16 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
 
 
 class TemporalBlock(nn.Module):
-    """x + gate * attn_t(modulate(norm(x))): attention across the frames at each spatial position, with
-    1D rotary positions; the adaLN modulation starts at zero, so the gate does and the block is the identity.
+    """x + gate * attn_t(modulate(norm(x))): attention across frames, either at each spatial position with
+    1D rotary positions (span "position") or over the whole clip with 3D rotary positions (span "clip");
+    the adaLN modulation starts at zero, so the gate does and the block is the identity.
 
     `frame_mask` [B, T] (True = real frame) keeps padded frames out of the keys.
     """
 
-    def __init__(self, dim: int, head_dim: int, qk_norm: bool):
+    def __init__(self, dim: int, head_dim: int, qk_norm: bool, span: str = "position"):
         super().__init__()
+        self.span = span
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(dim, head_dim, qk_norm=qk_norm)
         self.modulation = zero_(nn.Linear(dim, 3 * dim))
@@ -131,11 +147,16 @@ class TemporalBlock(nn.Module):
     def forward(
         self, x: Tensor, emb: Tensor, rope: tuple[Tensor, Tensor], frame_mask: Tensor | None
     ) -> Tensor:
-        s = x.shape[2]
+        b, t, s, d = x.shape
         shift, scale, gate = self.modulation(emb)[:, None, None].chunk(3, dim=-1)
         h = modulate(self.norm(x), shift, scale)
-        mask = None if frame_mask is None else frame_mask.repeat_interleave(s, dim=0)
-        return torch.addcmul(x, gate, self.attn(h, key_mask=mask, rope=rope, along_time=True))
+        if self.span == "clip":
+            mask = None if frame_mask is None else frame_mask.repeat_interleave(s, dim=1)
+            h = self.attn(h.view(b, t * s, d), key_mask=mask, rope=rope).view(b, t, s, d)
+        else:
+            mask = None if frame_mask is None else frame_mask.repeat_interleave(s, dim=0)
+            h = self.attn(h, key_mask=mask, rope=rope, along_time=True)
+        return torch.addcmul(x, gate, h)
 
 
 class DiTBlock(nn.Module):
@@ -151,7 +172,9 @@ class DiTBlock(nn.Module):
         d, hd = config.hidden_size, config.head_dim
         self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(d, hd, qk_norm=config.qk_norm)
-        self.temporal = TemporalBlock(d, hd, config.qk_norm) if config.temporal_attention else None
+        self.temporal = (
+            TemporalBlock(d, hd, config.qk_norm, config.temporal_span) if config.temporal_attention else None
+        )
         self.norm_cross = nn.LayerNorm(d, eps=1e-6)
         self.cross = Attention(d, hd, context_dim=config.text_dim, qk_norm=config.qk_norm)
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
@@ -221,7 +244,8 @@ class VideoDiT(Backbone):
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.depth))
         self.final = FinalLayer(d, patch * (cfg.out_channels or cfg.in_channels))
         self.rope_space = RotaryEmbedding(cfg.head_dim, base=cfg.rope_base, axes=2)
-        self.rope_time = RotaryEmbedding(cfg.head_dim, base=cfg.rope_base, axes=1)
+        # the temporal attention's positions: frames (span "position") or frames, rows and columns ("clip")
+        self.rope_time = RotaryEmbedding(cfg.head_dim, base=cfg.rope_base, axes=3 if cfg.temporal_span == "clip" else 1)
         self._init_weights()
 
     @torch.no_grad()
@@ -258,7 +282,8 @@ class VideoDiT(Backbone):
         rope_space = self.rope_space((gh, gw), device=x.device, dtype=x.dtype)
         rope_time = None
         if gt > 1 and cfg.temporal_attention:
-            rope_time = self.rope_time(gt, device=x.device, dtype=x.dtype)
+            size = (gt, gh, gw) if cfg.temporal_span == "clip" else gt
+            rope_time = self.rope_time(size, device=x.device, dtype=x.dtype)
         for blk in self.blocks:
             tokens = self._block(blk, tokens, emb, context, context_mask, rope_space, rope_time, frame_mask)
         out = self.final(tokens, emb)

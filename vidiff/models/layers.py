@@ -75,12 +75,13 @@ class RotaryEmbedding(nn.Module):
     order; half of each head's rotary frequency pairs rotate by the row, the other half by the
     column (each half with its own geometric frequencies over head_dim / 2), so q.k depends only on
     the offset in rows and columns.
+    `axes=3` (a clip): `forward((t, h, w))`, the t*h*w tokens frame by frame, a third of the pairs per axis.
     """
 
     def __init__(self, head_dim: int, base: float = 10000.0, axes: int = 1):
         super().__init__()
-        if axes not in (1, 2):
-            raise ValueError(f"rotary embedding covers 1 (time) or 2 (rows, columns) axes, got {axes}")
+        if axes not in (1, 2, 3):
+            raise ValueError(f"rotary embedding covers 1 (time), 2 (rows, columns) or 3 axes, got {axes}")
         if head_dim % (2 * axes):
             raise ValueError(
                 f"rotary embedding over {axes} axes needs a head dim divisible by {2 * axes}, got {head_dim}"
@@ -91,20 +92,14 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, size: int | tuple[int, ...], device=None, dtype=torch.float32) -> tuple[Tensor, Tensor]:
-        """Tables [L, head_dim] (L = length, or h*w): cos, and sin with the rotation's sign folded in."""
+        """Tables [L, head_dim] (L = the product of the sizes): cos, and sin with the rotation's sign folded in."""
         sizes = tuple(size) if isinstance(size, (tuple, list)) else (size,)
         if len(sizes) != self.axes:
             raise ValueError(f"this rotary embedding covers {self.axes} axes; got size {size}")
         device = device or self.inv_freq.device
         inv_freq = self.inv_freq.to(device)
-        if self.axes == 1:
-            pos = torch.arange(sizes[0], device=device, dtype=torch.float32)
-            angles = pos[:, None] * inv_freq[None]
-        else:
-            h, w = sizes
-            rows = torch.arange(h, device=device, dtype=torch.float32).repeat_interleave(w)
-            cols = torch.arange(w, device=device, dtype=torch.float32).repeat(h)
-            angles = torch.cat([rows[:, None] * inv_freq[None], cols[:, None] * inv_freq[None]], -1)
+        grids = torch.meshgrid(*(torch.arange(n, device=device, dtype=torch.float32) for n in sizes), indexing="ij")
+        angles = torch.cat([g.reshape(-1, 1) * inv_freq[None] for g in grids], -1)
         cos, sin = angles.cos(), angles.sin()
         return torch.cat([cos, cos], -1).to(dtype), torch.cat([-sin, sin], -1).to(dtype)
 
@@ -171,31 +166,63 @@ class Attention(nn.Module):
     ) -> Tensor:
         """x [N, L, C] -> [N, L, C]. With `along_time`, x is [B, T, S, C] and each of the S positions
         attends along T (key_mask [B * S, T]): the same as moving x to a "(b s) t c" layout first,
-        without the two copies that costs; the head split copies anyway."""
+        without the two copies that costs.
+
+        q, k and v stay token-major ([N, L, heads, d] views of the projections, handed to SDPA
+        transposed), so SDPA writes its output token-major too and neither the head split nor the
+        head merge copies; only attention along time regroups its tokens.
+        """
         if self.is_cross:
             if rope is not None or along_time:
                 raise ValueError("rotary positions and attention along time apply to self-attention only")
-            q = rearrange(self.to_q(x), "n l (h d) -> n h l d", h=self.heads)
-            k, v = rearrange(self.to_kv(context), "n s (two h d) -> two n h s d", two=2, h=self.heads)
-            if self.q_norm is not None:
-                q, k = self.q_norm(q), self.k_norm(k)
+            q = self.to_q(x).unflatten(-1, (self.heads, -1))
+            k, v = self.to_kv(context).unflatten(-1, (2, self.heads, -1)).unbind(-3)
         else:
-            split = "b t s (three h d) -> three (b s) h t d" if along_time else "n l (three h d) -> three n h l d"
-            qkv = rearrange(self.to_qkv(x), split, three=3, h=self.heads)
-            qk, v = qkv[:2], qkv[2]
-            if self.q_norm is not None:
-                qk = torch.stack([self.q_norm(qk[0]), self.k_norm(qk[1])])
-            if rope is not None:
-                qk = apply_rotary(qk, *rope)  # q and k in one op
-            q, k = qk
+            q, k, v = self.to_qkv(x).unflatten(-1, (3, self.heads, -1)).unbind(-3)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            # tables [L, d] over the sequence axis: L is dim 1 of [N, L, h, d], T is dim 1 of [B, T, S, h, d]
+            cos, sin = (r[:, None, None] if along_time else r[:, None] for r in rope)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         mask = None if key_mask is None else key_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         if along_time:
+            q, k, v = (rearrange(z, "b t s h d -> (b s) h t d") for z in (q, k, v))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             return self.to_out(rearrange(out, "(b s) h t d -> b t s (h d)", b=x.shape[0]))
-        return self.to_out(rearrange(out, "n h l d -> n l (h d)"))
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
+        return self.to_out(out.transpose(1, 2).flatten(2))
+
+
+class _GeluLinearFn(torch.autograd.Function):
+    """linear(gelu_tanh(h), weight, bias) that keeps only h for the backward and recomputes the GELU there.
+
+    Autograd would keep both h (for the GELU's backward) and gelu(h) (for the linear's weight gradient):
+    two [N, 4 * dim] tensors per MLP, the largest activations of a transformer block. Recomputing the
+    GELU costs one elementwise pass; the matmuls are unchanged. Under autocast the forward runs in h's
+    dtype (what autocast gives fc1) and the gradients come back in each input's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        ctx.save_for_backward(h, weight)
+        return F.linear(F.gelu(h, approximate="tanh"), weight.to(h.dtype), bias.to(h.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        h, weight = ctx.saved_tensors
+        grad = grad.to(h.dtype)
+        a = F.gelu(h, approximate="tanh").flatten(0, -2)
+        g2 = grad.flatten(0, -2)
+        grad_weight = (g2.t() @ a).to(weight.dtype)
+        grad_bias = g2.sum(0).to(weight.dtype)
+        grad_h = torch.ops.aten.gelu_backward(grad @ weight.to(h.dtype), h, approximate="tanh")
+        return grad_h, grad_weight, grad_bias
 
 
 class MLP(nn.Module):
+    """fc1 -> GELU (tanh) -> fc2; the GELU is recomputed in the backward instead of stored (_GeluLinearFn)."""
+
     def __init__(self, dim: int, mult: float = 4.0):
         super().__init__()
         inner = int(dim * mult)
@@ -203,7 +230,7 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(inner, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        return _GeluLinearFn.apply(self.fc1(x), self.fc2.weight, self.fc2.bias)
 
 
 class SpatialTransformer(nn.Module):
