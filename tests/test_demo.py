@@ -40,6 +40,7 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tiny_demo, tmp_path):
     assert len(list(media.glob("heldout_000.*"))) == 1
     assert all((media / f"{name}.png").is_file() for name in ("scores", "training_vae", "training_base", "timings"))
     assert [r["model"] for r in report["training"]] == ["VAE", "base U-Net"]
+    assert report["host"]["matmul_gflops"] > 0 and report["host"]["conv_step_ms"] > 0  # this machine's reference speed
     assert (demo / "report" / "index.html").read_text().count("<figure>") >= 14
     # a second run finds every step's outputs and skips the training
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)

@@ -63,6 +63,7 @@ def test_demo_report_sections_write_plots_and_page(tmp_path):
     _fake_run(run)
     demo = Demo(run, DemoConfig(seed=3))
     demo.timings = {"raw videos": 1.5, "VAE training": 300.0, "base U-Net training": 100.0}
+    demo.host = {"matmul_gflops": 158.6, "matmul_n": 2048, "dtype": "fp32", "conv_step_ms": 41.2, "threads": 2}
     held, train = _fake_scores(4, right=3), _fake_scores(2, right=2)
     demo.scores_section(held, train)
     demo._show([torch.zeros(3, 2, 8, 8)] * 4, held["per_video"], [r["prompt"] for r in held["per_video"]], "heldout")
@@ -84,6 +85,7 @@ def test_demo_report_sections_write_plots_and_page(tmp_path):
     assert "colour ✗ saw blue" in page and "colour ✓" in page  # the oracle's reading under each video
     assert "seed: 3" in page and "steps: 300" in page and "name: base" in page  # demo, VAE and base configs
     assert "24.5 dB" in page
+    assert "host: 158.6 GFLOP/s large matmul (2048^3 fp32, 2 threads), conv step 41.2 ms" in page
     assert "<script" not in page and "http://" not in page and "https://" not in page  # self-contained
 
     report = json.loads((run / "report" / "report.json").read_text())
@@ -92,3 +94,4 @@ def test_demo_report_sections_write_plots_and_page(tmp_path):
     assert [(r["model"], r["steps"]) for r in report["training"]] == [("VAE", 300), ("base U-Net", 100)]
     assert report["base_training"][0]["steps/s"] == 1.0
     assert report["timings"] == [{"step": k, "seconds": v} for k, v in demo.timings.items()]
+    assert report["host"] == demo.host

@@ -163,3 +163,24 @@ def test_a_repeated_run_gives_the_same_loss_curve_and_weights_bit_for_bit(tmp_pa
     assert len(curve) == 50 and curve == _loss_curve(tmp_path / "b")
     wa, wb = load_file(str(a / "base" / "model.safetensors")), load_file(str(b / "base" / "model.safetensors"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_train_compile_logs_the_compile_time_once_and_keeps_checkpoint_and_export_keys(tmp_path, cache, monkeypatch):
+    """train.compile=true through Lightning, with torch.compile stubbed to run eagerly (inductor itself is covered
+    in tests/test_compile.py): the same losses, checkpoint and export keys as without it, compile time logged once."""
+    import csv
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: module)
+    extra = ["train.image_share=0.5"]
+    plain = _run(tmp_path, cache, 3, "plain", extra)
+    compiled = _run(tmp_path, cache, 3, "compiled", [*extra, "train.compile=true"])
+    assert _loss_curve(tmp_path / "compiled") == _loss_curve(tmp_path / "plain")
+    (metrics,) = sorted((tmp_path / "compiled" / "logs").glob("version_*/metrics.csv"))
+    with open(metrics) as f:
+        logged = [r["train/compile_seconds"] for r in csv.DictReader(f) if r.get("train/compile_seconds")]
+    assert len(logged) == 1 and float(logged[0]) >= 0
+    wa, wb = load_file(str(plain / "base" / "model.safetensors")), load_file(str(compiled / "base" / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    ckpt = [torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+            for run in ("plain", "compiled")]
+    assert list(ckpt[0]) == list(ckpt[1]) and not any("_orig_mod" in k for k in ckpt[1])

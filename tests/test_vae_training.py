@@ -76,6 +76,23 @@ def test_train_vae_resumes_from_last_checkpoint(trained, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_train_compile_logs_the_compile_time_once_and_saves_the_same_weights(trained, tmp_path, monkeypatch):
+    """train.compile=true with torch.compile stubbed to run eagerly (inductor itself: tests/test_compile.py)."""
+    import csv
+
+    from vidiff.training.vae_module import train_vae
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: module)
+    out = tmp_path / "compiled"
+    train_vae(load_config(VAETrainConfig, ROOT / "configs/toy/vae.yaml",
+                          [*TINY, "train.steps=2", "train.compile=true", f"out_dir={out}"]))
+    (metrics,) = sorted((out / "logs").glob("version_*/metrics.csv"))
+    with open(metrics) as f:
+        assert len([r for r in csv.DictReader(f) if r.get("train/compile_seconds")]) == 1
+    a, b = CausalVAE3D.from_pretrained(trained).state_dict(), CausalVAE3D.from_pretrained(out).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the same run as without compile
+
+
 def test_adversarial_term_trains_the_discriminator(tmp_path):
     import lightning.pytorch as pl
 

@@ -16,6 +16,7 @@ import torch
 
 from vidiff.config import load_config, save_config
 from vidiff.errors import ConfigError
+from vidiff.hostspeed import format_host_reference, host_reference
 from vidiff.report import Report, video_grid
 from vidiff.toyworld.prompts import (
     HOLDOUT_PER_MOTION,
@@ -45,7 +46,9 @@ class DemoConfig:
     vae_overrides: list[str] = field(default_factory=lambda: ["train.steps=2700"])
     denoiser: str = "unet"  # the base stage's backbone: "unet" or "dit" (picks configs/toy/base_<denoiser>.yaml)
     base_config: str | None = None  # the base stage's training config; None: the toy config of `denoiser`
-    base_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=2400"])  # key=value on base_config
+    # key=value on base_config; its train.max_steps is the demo's budget (toy U-Net 2400 steps, toy DiT 4000:
+    # about 10 minutes each on a 2-core CPU, docs/experiments/toy-demo.md)
+    base_overrides: list[str] = field(default_factory=list)
     clip_frames: int = 9  # frames per training window (1 + 4k for the toy VAE)
     clip_stride: int = 2  # raw videos run at 12 fps; every 2nd frame gives clearer motion per clip
     size: int = 32  # training and generation frame size in pixels
@@ -68,6 +71,7 @@ class Demo:
         save_config(config, self.out / "demo.yaml")
         self.holdout = holdout_triples(config.seed, config.holdout_per_motion)
         self.timings: dict[str, float] = {}
+        self.host: dict | None = None  # this machine's reference speed (vidiff.hostspeed), measured as the run starts
         self.report = Report(self.out / "report", "vidiff demo: toy world, raw video to generated video")
 
     @property
@@ -139,6 +143,9 @@ class Demo:
     # ---------------------------------------------------------------- the whole run
     def run(self) -> Path:
         rep = self.report
+        # Minutes mean little without the machine: measured first, before the demo's own work heats or loads it.
+        self.host = host_reference()
+        print(f"[demo] {format_host_reference(self.host)}", flush=True)
         raw = self._timed("raw videos", self.make_raw)
         manifest, summary = self._timed("curation", lambda: self.curate(raw))
         vae_dir = self._timed("VAE training", self.train_vae)
@@ -239,6 +246,10 @@ class Demo:
                       formats={"seconds": "{:.1f}"})
             if self.timings:
                 rep.figure("timings", timings_figure(self.timings))
+        if self.host is not None:
+            rep.text(f"{format_host_reference(self.host)} (vidiff.hostspeed: compare these numbers before comparing "
+                     "timings taken on different machines).")
+            rep.record("host", self.host)
         rep.text("Steps whose outputs were already there (a resumed demo) are skipped and take almost no time "
                  f"here. {torch.get_num_threads()} CPU threads, torch {torch.__version__}.", muted=True)
 

@@ -1,6 +1,7 @@
 """Helpers the backbone training-step benchmarks share (scripts/bench/unet.py, scripts/bench/dit.py):
-FLOP counting, the machine's large-matmul FLOP/s, interleaved step timing, and peak memory of one
-step (CPU: peak RSS of a fresh process; CUDA: the allocator's peak).
+FLOP counting, interleaved step timing, and peak memory of one step (CPU: peak RSS of a fresh process;
+CUDA: the allocator's peak). The machine's large-matmul FLOP/s comes from vidiff.hostspeed, the same
+reference `vidiff demo` records.
 """
 
 from __future__ import annotations
@@ -22,22 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def synchronize(device: str | torch.device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
-
-
-def matmul_flops_per_s(
-    n: int = 2048, repeats: int = 7, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-) -> float:
-    """The machine's large-matmul rate: the median of `repeats` n x n x n products."""
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times)
 
 
 def count_flops(step: Callable[[], object]) -> int:

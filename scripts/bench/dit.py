@@ -38,13 +38,13 @@ from common import (  # noqa: E402
     cpu_memory_child,
     cuda_peak_mib,
     interleaved_times,
-    matmul_flops_per_s,
     measure_cpu_memory,
     print_table,
     run_child_or_parse,
 )
 
 sys.path.insert(0, str(ROOT))
+from vidiff.hostspeed import matmul_gflops  # noqa: E402
 from vidiff.models.cond import Cond  # noqa: E402
 from vidiff.models.dit import DiTConfig, VideoDiT  # noqa: E402
 
@@ -200,11 +200,11 @@ def main() -> None:
     flops = {n: count_flops(steps[n]) for n in names}
     times, cpu = interleaved_times(steps, args.repeats, args.device)
     if cuda:
-        peak_mm = matmul_flops_per_s(8192, device=args.device, dtype=DTYPES[args.dtype])
+        peak_mm = 1e9 * matmul_gflops(8192, DTYPES[args.dtype], args.device, repeats=7)
         mem = {n: cuda_peak_mib(models[n], steps[n]) for n in names}
         del models, steps
     else:
-        peak_mm = matmul_flops_per_s()
+        peak_mm = 1e9 * matmul_gflops(2048, repeats=7)
         del models, steps
         child_argv = list(sys.argv[1:])
         mem_child = {n: measure_cpu_memory(__file__, n, child_argv) for n in names}

@@ -30,13 +30,13 @@ from common import (  # noqa: E402
     count_flops,
     cpu_memory_child,
     interleaved_times,
-    matmul_flops_per_s,
     measure_cpu_memory,
     print_table,
     run_child_or_parse,
 )
 
 sys.path.insert(0, str(ROOT))
+from vidiff.hostspeed import matmul_gflops  # noqa: E402
 from vidiff.models.cond import Cond  # noqa: E402
 from vidiff.models.unet import FactorizedUNet, UNetConfig  # noqa: E402
 
@@ -159,7 +159,7 @@ def main() -> None:
 
     flops = {n: count_flops(steps[n]) for n in names}
     times, cpu = interleaved_times(steps, args.repeats)
-    peak_mm = matmul_flops_per_s()
+    peak_mm = 1e9 * matmul_gflops(2048, repeats=7)
     del models, steps
     mem = {n: measure_cpu_memory(__file__, n, child_argv) for n in names}
 

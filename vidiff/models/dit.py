@@ -149,13 +149,16 @@ class TemporalBlock(nn.Module):
     ) -> Tensor:
         b, t, s, d = x.shape
         shift, scale, gate = self.modulation(emb)[:, None, None].chunk(3, dim=-1)
-        h = modulate(self.norm(x), shift, scale)
         if self.span == "clip":
             mask = None if frame_mask is None else frame_mask.repeat_interleave(s, dim=1)
-            h = self.attn(h.view(b, t * s, d), key_mask=mask, rope=rope).view(b, t, s, d)
+            h = modulate(self.norm(x), shift, scale).view(b, t * s, d)
+            h = self.attn(h, key_mask=mask, rope=rope).view(b, t, s, d)
         else:
+            # position-major: the norm gathers x [b, t, s, d] into [b, s, t, d] (its one copy), the attention runs
+            # on the (b s) sequences of t frames, and the residual add writes back in x's layout
             mask = None if frame_mask is None else frame_mask.repeat_interleave(s, dim=0)
-            h = self.attn(h, key_mask=mask, rope=rope, along_time=True)
+            h = modulate(self.norm(x.transpose(1, 2)), shift, scale).view(b * s, t, d)
+            h = self.attn(h, key_mask=mask, rope=rope).view(b, s, t, d).transpose(1, 2)
         return torch.addcmul(x, gate, h)
 
 

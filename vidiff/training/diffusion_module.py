@@ -16,6 +16,7 @@ import torch
 from vidiff.errors import ConfigError
 from vidiff.models.cond import Cond
 from vidiff.pipelines.stage import DiffusionStage, StageConfig
+from vidiff.training.compile import maybe_compile, take_compile_seconds
 from vidiff.training.ema import EMA
 from vidiff.training.lr_schedule import DECAYS, warmup_decay_factor
 from vidiff.training.objective import DiffusionObjective
@@ -54,6 +55,9 @@ class DiffusionTrainConfig:
     seed: int = 0  # keys every random draw: batches, timesteps, noise, dropout
     num_workers: int = 0  # DataLoader worker processes (the latent cache is in memory)
     log_every: int = 10  # steps between logged metrics
+    # run the training forward through torch.compile (inductor); where it cannot compile it warns once and trains
+    # eagerly. The first step's compile time is logged as train/compile_seconds (vidiff.training.compile)
+    compile: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
@@ -70,6 +74,11 @@ class DiffusionModule(L.LightningModule):
         object.__setattr__(self, "ema", EMA(self.stage.denoiser, tc.ema_decay))
         self.register_state_dict_post_hook(_save_ema)
         self.register_load_state_dict_pre_hook(_load_ema)
+        # The training forward, compiled when train.compile is on. Kept out of the module tree like the EMA: the
+        # stage stays registered as it is, so checkpoints, the EMA, sampling and the export see the eager stage
+        # under its own keys. With train.compile off this is the stage itself.
+        name = f"the {stage_config.name} stage's {stage_config.denoiser.kind} denoiser"
+        object.__setattr__(self, "train_forward", maybe_compile(self.stage, tc.compile, name))
         self.objective = DiffusionObjective(
             tc.loss_weighting,
             tc.min_snr_gamma,
@@ -81,12 +90,20 @@ class DiffusionModule(L.LightningModule):
         latents = batch["latents"].float()
         b = latents.shape[0]
         keys = SampleKeys.for_rank(self.train_config.seed, self.global_step, b, self.global_rank)
-        out = self.objective(self.stage, latents, Cond.from_batch(batch, latents.dtype), keys)
+        out = self.objective(self.stage, latents, Cond.from_batch(batch, latents.dtype), keys, self.train_forward)
+        self._log_compile_seconds()
         self.log("train/loss", out.loss, prog_bar=True, batch_size=b)
         self.log(f"train/loss_t{latents.shape[2]}", out.loss, batch_size=b)
         if out.objective is not out.loss:
             self.log("train/objective", out.objective, batch_size=b)
         return out.objective
+
+    def _log_compile_seconds(self) -> None:
+        # Straight to the loggers, once: self.log would keep it only at a step that is a multiple of log_every.
+        seconds = take_compile_seconds(self.train_forward)
+        if seconds is not None:
+            for logger in self.loggers:
+                logger.log_metrics({"train/compile_seconds": seconds}, step=self.global_step)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.ema.update(self.stage.denoiser)

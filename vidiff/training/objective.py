@@ -4,6 +4,7 @@ noise (keyed by each sample's place in the global batch), the noised input, and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -53,8 +54,13 @@ class DiffusionObjective(nn.Module):
                 cond = cond.drop(name, keys.rand(f"drop/{name}") < p)
         return cond
 
-    def forward(self, stage, latents: Tensor, cond: Cond, keys: SampleKeys) -> StepLoss:
-        """The loss of `stage` (a DiffusionStage) on clean `latents` [B, C, T, h, w] under `cond`."""
+    def forward(
+        self, stage, latents: Tensor, cond: Cond, keys: SampleKeys, predict: Callable[..., Tensor] | None = None
+    ) -> StepLoss:
+        """The loss of `stage` (a DiffusionStage) on clean `latents` [B, C, T, h, w] under `cond`.
+
+        `predict(x_t, t, cond)` computes the prediction, `stage` itself by default; training passes the stage's
+        compiled forward when train.compile is on (vidiff.training.compile)."""
         if len(keys) != latents.shape[0]:
             raise VidiffError(f"{len(keys)} sample keys for a batch of {latents.shape[0]}")
         schedule = stage.schedule
@@ -62,7 +68,7 @@ class DiffusionObjective(nn.Module):
         t = keys.randint("timestep", schedule.num_steps, device=latents.device)
         noise = keys.randn("noise", tuple(latents.shape[1:]), device=latents.device, dtype=latents.dtype)
         x_t = add_noise(latents, noise, schedule.alpha(t), schedule.sigma(t))
-        pred = stage(x_t, t, cond)
+        pred = (stage if predict is None else predict)(x_t, t, cond)
         mask = None if cond.frame_mask is None else cond.frame_mask[:, None, :, None, None]
         weighting = "plain" if self.log_variance is not None else self.weighting
         per_sample = diffusion_loss(

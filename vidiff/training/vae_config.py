@@ -47,6 +47,9 @@ class VAEOptimConfig:
     latent_noise: float = 0.0
     checkpoint_every: int = 500  # steps between checkpoints (a killed run resumes from the last)
     threads: int | None = None  # torch CPU threads; None: torch's default
+    # run the training forward (encode, sample, decode) through torch.compile (inductor); where it cannot compile it
+    # warns once and trains eagerly. The compile time is logged as train/compile_seconds (vidiff.training.compile)
+    compile: bool = False
     seed: int = 0  # seeds initialisation and batches
 
     def __post_init__(self):

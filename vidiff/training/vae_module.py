@@ -16,6 +16,7 @@ from vidiff.errors import VidiffError
 from vidiff.eval.psnr import psnr
 from vidiff.models.vae import CausalVAE3D
 from vidiff.training.batching import JointBatchSampler, StepKeyedLoader, SyncSamplerWithTrainer
+from vidiff.training.compile import maybe_compile, take_compile_seconds
 from vidiff.training.lr_schedule import warmup_decay_factor
 from vidiff.training.quiet import quiet_lightning
 from vidiff.training.vae_config import VAETrainConfig
@@ -51,6 +52,21 @@ def _spatial_grad_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
 
 
+class Reconstruction(nn.Module):
+    """The VAE's training forward in one call, the part train.compile compiles: encode, take a posterior sample
+    (or its mode), add latent noise, decode. Returns the reconstruction and the KL per batch item."""
+
+    def __init__(self, vae: CausalVAE3D, sample_posterior: bool, latent_noise: float):
+        super().__init__()
+        self.vae = vae
+        self.sample_posterior, self.latent_noise = sample_posterior, latent_noise
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = self.vae.encode(x)
+        z = dist.sample() if self.sample_posterior else dist.mode()
+        return self.vae.decode(add_latent_noise(z, self.latent_noise)), dist.kl()
+
+
 class VAEModule(pl.LightningModule):
     """Reconstruction (L1/MSE/gradient) + KL, and an optional hinge-GAN term from `adv_start_step` on."""
 
@@ -60,6 +76,10 @@ class VAEModule(pl.LightningModule):
         self.vae = CausalVAE3D(cfg.model)
         self.disc = PatchDiscriminator3D(cfg.model.in_channels, cfg.loss.disc_channels) if cfg.loss.adv_weight > 0 else None
         self.automatic_optimization = False  # two optimizers when the discriminator is on
+        # Kept out of the module tree (it holds self.vae, which stays registered as `vae.*` in checkpoints);
+        # compiled when train.compile is on (vidiff.training.compile). Evaluation and saving use self.vae eagerly.
+        forward = Reconstruction(self.vae, cfg.train.sample_posterior, cfg.train.latent_noise)
+        object.__setattr__(self, "reconstruct", maybe_compile(forward, cfg.train.compile, "the VAE"))
 
     def configure_optimizers(self):
         t = self.cfg.train
@@ -74,10 +94,7 @@ class VAEModule(pl.LightningModule):
 
     def losses(self, x: torch.Tensor, adv: bool) -> tuple[torch.Tensor, dict, torch.Tensor]:
         lc = self.cfg.loss
-        t = self.cfg.train
-        dist = self.vae.encode(x)
-        z = dist.sample() if t.sample_posterior else dist.mode()
-        recon = self.vae.decode(add_latent_noise(z, t.latent_noise))
+        recon, kl = self.reconstruct(x)
         parts = {"l1": (recon - x).abs().mean()}
         loss = lc.l1_weight * parts["l1"]
         if lc.mse_weight:
@@ -86,7 +103,7 @@ class VAEModule(pl.LightningModule):
         if lc.grad_weight:
             parts["grad"] = _spatial_grad_l1(recon, x)
             loss = loss + lc.grad_weight * parts["grad"]
-        parts["kl"] = dist.kl().mean() / x[0].numel()
+        parts["kl"] = kl.mean() / x[0].numel()
         loss = loss + lc.kl_weight * parts["kl"]
         if adv:
             parts["g_adv"] = -self.disc(recon).mean()
@@ -102,6 +119,10 @@ class VAEModule(pl.LightningModule):
         for g in opts[0].param_groups:
             g["lr"] = self.lr_at(step)
         loss, parts, recon = self.losses(x, adv)
+        seconds = take_compile_seconds(self.reconstruct)
+        if seconds is not None:  # once, straight to the loggers (self.log keeps only every log_every_n_steps-th step)
+            for logger in self.loggers:
+                logger.log_metrics({"train/compile_seconds": seconds}, step=step)
         opts[0].zero_grad(set_to_none=True)
         self.manual_backward(loss)
         if self.cfg.train.grad_clip:
