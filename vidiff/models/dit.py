@@ -32,7 +32,6 @@ from vidiff.models.conditioning import (
 )
 from vidiff.models.layers import MLP, Attention, RotaryEmbedding, zero_
 
-
 TEMPORAL_SPANS = ("position", "clip")
 
 

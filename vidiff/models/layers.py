@@ -190,19 +190,16 @@ class Attention(nn.Module):
         context: Tensor | None = None,
         key_mask: Tensor | None = None,
         rope: tuple[Tensor, Tensor] | None = None,
-        along_time: bool = False,
     ) -> Tensor:
-        """x [N, L, C] -> [N, L, C]. With `along_time`, x is [B, T, S, C] and each of the S positions
-        attends along T (key_mask [B * S, T]): the same as moving x to a "(b s) t c" layout first,
-        without the two copies that costs.
+        """x [N, L, C] -> [N, L, C].
 
         q, k and v stay token-major ([N, L, heads, d] views of the projections, handed to SDPA
         transposed), so SDPA writes its output token-major too and neither the head split nor the
-        head merge copies; only attention along time regroups its tokens.
+        head merge copies.
         """
         if self.is_cross:
-            if rope is not None or along_time:
-                raise ValueError("rotary positions and attention along time apply to self-attention only")
+            if rope is not None:
+                raise ValueError("rotary positions apply to self-attention only")
             q = self.to_q(x).unflatten(-1, (self.heads, -1))
             k, v = self.to_kv(context).unflatten(-1, (2, self.heads, -1)).unbind(-3)
         else:
@@ -210,14 +207,9 @@ class Attention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
-            # tables [L, d] over the sequence axis: L is dim 1 of [N, L, h, d], T is dim 1 of [B, T, S, h, d]
-            cos, sin = (r[:, None, None] if along_time else r[:, None] for r in rope)
+            cos, sin = (r[:, None] for r in rope)  # tables [L, d] onto [N, L, heads, d]
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         mask = None if key_mask is None else key_mask[:, None, None, :]
-        if along_time:
-            q, k, v = (rearrange(z, "b t s h d -> (b s) h t d") for z in (q, k, v))
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            return self.to_out(rearrange(out, "(b s) h t d -> b t s (h d)", b=x.shape[0]))
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
         return self.to_out(out.transpose(1, 2).flatten(2))
 
@@ -281,13 +273,15 @@ class TemporalAttention(nn.Module):
         b, _, t, h, w = x.shape
         if t == 1:
             return x
-        tok = rearrange(x, "b c t h w -> b t (h w) c")  # a free view of the channels-last video
+        # position-major: the norm gathers the channels-last video into [b, (h w), t, c] (its one copy), the
+        # attention runs on the (b h w) sequences of t frames, and the residual add writes back in x's layout
+        tok = self.norm(rearrange(x, "b c t h w -> b (h w) t c"))
         rope = self.rope(t, device=x.device, dtype=x.dtype)
         mask = None
         if frame_mask is not None:
             mask = frame_mask.bool().repeat_interleave(h * w, dim=0)
-        out = self.attn(self.norm(tok), key_mask=mask, rope=rope, along_time=True)
-        return x + rearrange(out, "b t (h w) c -> b c t h w", h=h)
+        out = self.attn(tok.flatten(0, 1), key_mask=mask, rope=rope)
+        return x + rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h)
 
 
 # ---------------------------------------------------------------------------- convolutions

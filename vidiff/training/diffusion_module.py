@@ -20,6 +20,7 @@ from vidiff.training.compile import maybe_compile, take_compile_seconds
 from vidiff.training.ema import EMA
 from vidiff.training.lr_schedule import DECAYS, warmup_decay_factor
 from vidiff.training.objective import DiffusionObjective
+from vidiff.training.optimizer import adamw, check_adamw_implementation
 from vidiff.training.sample_keys import SampleKeys
 
 
@@ -32,10 +33,12 @@ class OptimConfig:
     grad_clip: float = 1.0  # clip the gradient norm to this (0: no clipping)
     decay: str = "constant"  # after warm-up: "constant", or "cosine" down to lr * min_lr_ratio at train.max_steps
     min_lr_ratio: float = 0.1  # where the cosine decay ends, as a share of lr
+    adamw: str = "fused"  # torch's AdamW implementation: "fused", "foreach" or "for-loop" (the same update)
 
     def __post_init__(self):
         if self.decay not in DECAYS:
             raise ConfigError(f"train.optim.decay must be 'constant' or 'cosine', got {self.decay!r}")
+        check_adamw_implementation(self.adamw, "train.optim.adamw")
 
 
 @dataclass
@@ -113,7 +116,7 @@ class DiffusionModule(L.LightningModule):
         groups = [{"params": [p for p in self.stage.denoiser.parameters() if p.requires_grad]}]
         if self.objective.log_variance is not None:
             groups.append({"params": list(self.objective.log_variance.parameters()), "weight_decay": 0.0})
-        opt = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        opt = adamw(groups, o.adamw, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
         max_steps = self.train_config.max_steps
         factor = lambda step: warmup_decay_factor(step, o.warmup_steps, max_steps, o.decay, o.min_lr_ratio)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)

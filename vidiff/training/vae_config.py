@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from vidiff.errors import VidiffError
 from vidiff.models.vae import VAEConfig
+from vidiff.training.optimizer import check_adamw_implementation
 
 
 @dataclass
@@ -39,6 +40,7 @@ class VAEOptimConfig:
     weight_decay: float = 0.0  # AdamW's decoupled weight decay
     betas: tuple[float, float] = (0.9, 0.99)  # AdamW's moment decay rates
     grad_clip: float = 1.0  # clip the gradient norm to this (0: no clipping)
+    adamw: str = "fused"  # torch's AdamW implementation: "fused", "foreach" or "for-loop" (the same update)
     disc_lr: float = 2e-4  # the discriminator's learning rate
     sample_posterior: bool = True  # decode a posterior sample (true) or its mode
     # noise-augmented decoding: the decoder sees z + sigma * std_c(z) * eps with sigma = latent_noise * |N(0, 1)| per
@@ -53,6 +55,7 @@ class VAEOptimConfig:
     seed: int = 0  # seeds initialisation and batches
 
     def __post_init__(self):
+        check_adamw_implementation(self.adamw, "train.adamw")
         if not self.latent_noise >= 0:
             raise VidiffError(
                 f"train.latent_noise must be >= 0 (a scale of noise on the latents; 0 turns it off), got {self.latent_noise}"

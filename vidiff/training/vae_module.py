@@ -18,6 +18,7 @@ from vidiff.models.vae import CausalVAE3D
 from vidiff.training.batching import JointBatchSampler, StepKeyedLoader, SyncSamplerWithTrainer
 from vidiff.training.compile import maybe_compile, take_compile_seconds
 from vidiff.training.lr_schedule import warmup_decay_factor
+from vidiff.training.optimizer import adamw
 from vidiff.training.quiet import quiet_lightning
 from vidiff.training.vae_config import VAETrainConfig
 from vidiff.training.vae_eval import clip_psnr, latent_stats, toy_videos
@@ -83,9 +84,9 @@ class VAEModule(pl.LightningModule):
 
     def configure_optimizers(self):
         t = self.cfg.train
-        opts = [torch.optim.AdamW(self.vae.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)]
+        opts = [adamw(self.vae.parameters(), t.adamw, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)]
         if self.disc is not None:
-            opts.append(torch.optim.AdamW(self.disc.parameters(), lr=t.disc_lr, betas=(0.5, 0.9), weight_decay=0.0))
+            opts.append(adamw(self.disc.parameters(), t.adamw, lr=t.disc_lr, betas=(0.5, 0.9), weight_decay=0.0))
         return opts
 
     def lr_at(self, step: int) -> float:
