@@ -12,7 +12,7 @@ model, interleaved round by round so that a host slowing down affects all alike;
 training used before `optim.adamw` (now fused by default). Medians over `--rounds` rounds of `--steps` steps
 after a warm-up.
 
-    python scripts/bench/train_step.py [--models unet,dit,vae] [--threads 2] [--rounds 5] [--steps 10]
+    python scripts/bench/train_step.py [--models unet,dit,vae] [--threads 2] [--rounds 5] [--steps 10] [--compile]
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from vidiff.training.vae_config import VAETrainConfig  # noqa: E402
 from vidiff.training.vae_module import VAEModule  # noqa: E402
 
 
-def diffusion_parts(kind: str):
+def diffusion_parts(kind: str, compile: bool):
     """(samples per step, {part: callable}, params) for a toy base stage's training step."""
-    run = load_config(TrainRunConfig, ROOT / "configs" / "toy" / f"base_{kind}.yaml", ["data.latents=unused"])
+    run = load_config(TrainRunConfig, ROOT / "configs" / "toy" / f"base_{kind}.yaml", ["data.latents=unused", f"train.compile={compile}"])
     module = DiffusionModule(run.stage, run.train).train()
     s, b = run.stage, run.train.batch_size
     gen = torch.Generator().manual_seed(0)
@@ -61,8 +61,8 @@ def diffusion_parts(kind: str):
     ]
 
 
-def vae_parts():
-    cfg = load_config(VAETrainConfig, ROOT / "configs" / "toy" / "vae.yaml", [])
+def vae_parts(compile: bool):
+    cfg = load_config(VAETrainConfig, ROOT / "configs" / "toy" / "vae.yaml", [f"train.compile={compile}"])
     module = VAEModule(cfg).train()
     b, d = cfg.train.batch_size, cfg.data
     x = torch.rand(b, 3, d.num_frames, d.height, d.width, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -75,8 +75,8 @@ def vae_parts():
     return b, {"forward + backward": forward_backward}, list(module.vae.parameters())
 
 
-def build(name: str):
-    return vae_parts() if name == "vae" else diffusion_parts(name)
+def build(name: str, compile: bool):
+    return vae_parts(compile) if name == "vae" else diffusion_parts(name, compile)
 
 
 def main() -> None:
@@ -86,6 +86,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps torch's default")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=10, help="timed steps per round and optimizer")
+    p.add_argument("--compile", action="store_true", help="train.compile=true: the forward through torch.compile")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,9 +98,13 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of {args.rounds} rounds x {args.steps} steps")
     print(f"\n{'model':6} {'AdamW':9} {'samples/s':>10} {'step ms':>9} {'fwd+bwd':>8} {'optimizer':>10} {'EMA':>6}")
     for model in [m for m in args.models.split(",") if m]:
-        batch, parts, params = build(model)
+        batch, parts, params = build(model, args.compile)
         opts = {n: adamw(params, n, lr=1e-5) for n in names}
         times = {n: {part: [] for part in [*parts, "optimizer"]} for n in names}
+        t0 = time.perf_counter()
+        parts["forward + backward"]()  # with --compile, this compiles the video-batch shapes
+        if args.compile:
+            print(f"{model}: first forward + backward {time.perf_counter() - t0:.1f} s (compilation included)")
         for n in names:  # warm-up: first calls allocate optimizer state and caches
             parts["forward + backward"]()
             opts[n].step()

@@ -59,7 +59,9 @@ class DiffusionTrainConfig:
     num_workers: int = 0  # DataLoader worker processes (the latent cache is in memory)
     log_every: int = 10  # steps between logged metrics
     # run the training forward through torch.compile (inductor); where it cannot compile it warns once and trains
-    # eagerly. The first step's compile time is logged as train/compile_seconds (vidiff.training.compile)
+    # eagerly. The first step's compile time is logged as train/compile_seconds (vidiff.training.compile). Off:
+    # at the toy sizes it does not pay (U-Net +5 % samples/s after 165 s of compiling per batch shape, DiT +0 %;
+    # docs/benchmarks.md)
     compile: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
 
