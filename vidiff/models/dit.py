@@ -6,6 +6,8 @@ at each spatial position, cross-attention to the text tokens, and an MLP; the sp
 temporal attention and the MLP are modulated by adaLN-Zero (shift, scale and gate from the shared
 conditioning embedding), q and k are RMS-normalised per head, and positions are rotary: 2D (rows,
 columns) in space, 1D in time, so neither the clip length nor the resolution is baked into the weights.
+With `temporal_span="clip"` the temporal attention sees every token of the clip instead (3D rotary
+positions): full spatio-temporal attention beside the per-frame spatial attention.
 The temporal attention's gate starts at zero and is skipped for T == 1, so at initialisation a clip is
 processed exactly as its frames one by one, and an image model (temporal_attention=False) loads into
 the video model with only temporal keys missing.
