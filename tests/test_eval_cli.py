@@ -1,13 +1,11 @@
 """`vidiff eval` end to end on toy-world videos: JSON + summary, saved real statistics, clear errors."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli import run_vidiff
 
 from vidiff.errors import VidiffError
 from vidiff.eval.clip_score import TINY_CLIP_CONFIG, load_clip, register_model_config
@@ -17,7 +15,6 @@ from vidiff.toyworld import ToyWorldDataset, generate_dataset
 from vidiff.video import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # tiny nets: threads only contend
 
 
 def _generated(folder: Path, n=6, sidecar=True, seed=7):
@@ -48,17 +45,6 @@ def toy(tmp_path_factory):
     return {"base": base, "manifest": manifest, "gen": gen, "cfg": cfg, "clip": base / "tiny-clip.pt"}
 
 
-def _vidiff(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "vidiff", *map(str, args)],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def test_cli_writes_json_and_summary_and_reuses_saved_real_stats(toy):
     stats = toy["base"] / "real_stats.npz"
     common = [
@@ -75,7 +61,7 @@ def test_cli_writes_json_and_summary_and_reuses_saved_real_stats(toy):
         "--clip-weights",
         toy["clip"],
     ]
-    r = _vidiff("eval", *common, "--real", toy["manifest"], "--save-real-stats", stats)
+    r = run_vidiff("eval", *common, "--real", toy["manifest"], "--save-real-stats", stats)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "N generated = 6, N real = 8" in r.stdout and "RANDOM I3D WEIGHTS" in r.stdout
     result = json.loads((toy["gen"] / "eval.json").read_text())
@@ -90,7 +76,7 @@ def test_cli_writes_json_and_summary_and_reuses_saved_real_stats(toy):
     }
 
     out = toy["base"] / "second"
-    r2 = _vidiff(
+    r2 = run_vidiff(
         "eval",
         "--generated",
         toy["gen"],
@@ -112,9 +98,9 @@ def test_cli_writes_json_and_summary_and_reuses_saved_real_stats(toy):
 
 
 def test_cli_errors_are_one_clear_line(toy, tmp_path):
-    r = _vidiff("eval", "--generated", toy["gen"], "--real", toy["manifest"], "--metrics", "fvd")
+    r = run_vidiff("eval", "--generated", toy["gen"], "--real", toy["manifest"], "--metrics", "fvd")
     assert r.returncode == 2 and "i3d_torchscript.pt" in r.stderr and "Traceback" not in r.stderr
-    r = _vidiff(
+    r = run_vidiff(
         "eval",
         "--generated",
         toy["gen"],

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli import run_vidiff
 
 from vidiff.errors import VidiffError
 from vidiff.models.vae import CausalVAE3D, VAEConfig
@@ -58,8 +59,7 @@ def test_bad_frame_count_is_a_clear_error(vae_dir, tmp_path):
 
 
 def _cli(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "vidiff", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    return run_vidiff(*args, timeout=300)
 
 
 def test_encode_cli_toyworld(vae_dir, tmp_path):

@@ -2,14 +2,12 @@
 cached classifier, `vidiff eval --metrics fvd_toy` end to end, and clear errors."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli import run_vidiff
 from safetensors.torch import load_file, save_file
 
 from vidiff.errors import VidiffError
@@ -186,15 +184,7 @@ def test_evaluate_fvd_toy_on_folders_and_bad_input(tiny, tmp_path):
 
 
 def _vidiff(*args, cache):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "VIDIFF_CACHE": str(cache)}
-    return subprocess.run(
-        [sys.executable, "-m", "vidiff", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_vidiff(*args, VIDIFF_CACHE=str(cache))
 
 
 def test_cli_fvd_toy_end_to_end_and_its_errors(tiny, tmp_path):

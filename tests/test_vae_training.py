@@ -2,13 +2,11 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli import run_vidiff
 
 from vidiff.config import load_config
 from vidiff.errors import VidiffError
@@ -34,8 +32,7 @@ TINY = [
 
 
 def _cli(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "vidiff", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    return run_vidiff(*args, timeout=300)
 
 
 @pytest.fixture(scope="module")

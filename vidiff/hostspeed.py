@@ -39,6 +39,11 @@ def _best_seconds(fn: Callable[[], object], repeats: int, device: torch.device) 
     return best
 
 
+def _default_matmul_n(device: torch.device) -> int:
+    # large enough that the product runs at the device's dense-math peak, small enough to take a fraction of a second
+    return 8192 if device.type == "cuda" else 2048
+
+
 def _default_repeats(device: torch.device, repeats: int | None) -> int:
     # a GPU's matmul takes milliseconds, so more repeats cost nothing; a CPU's takes a tenth of a second
     return repeats if repeats is not None else (10 if device.type == "cuda" else 3)
@@ -52,10 +57,9 @@ def matmul_gflops(
 ) -> float:
     """GFLOP/s of an n x n x n matrix product (2 n^3 FLOPs), the best of `repeats` (3 on the CPU, 10 on a GPU).
 
-    `n` defaults to 2048 on the CPU and 8192 on a GPU (large enough that the product runs at the
-    device's dense-math peak, small enough to take a fraction of a second)."""
+    `n` defaults to 2048 on the CPU and 8192 on a GPU."""
     device = torch.device(device)
-    n = n or (8192 if device.type == "cuda" else 2048)
+    n = n or _default_matmul_n(device)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     seconds = _best_seconds(lambda: a @ b, _default_repeats(device, repeats), device)
@@ -98,7 +102,7 @@ def host_reference(
     """Both reference numbers with what they depend on: the matmul size and dtype, the threads (CPU) or the
     GPU's name, and the torch version. The defaults are the reference; other sizes are for tests."""
     device = torch.device(device)
-    n = matmul_n or (8192 if device.type == "cuda" else 2048)
+    n = matmul_n or _default_matmul_n(device)
     return {
         "matmul_gflops": _three_digits(matmul_gflops(n, dtype, device, repeats)),
         "matmul_n": n,
