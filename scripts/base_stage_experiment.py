@@ -8,7 +8,10 @@ and training prompts with the toy-world oracle, using the demo's held-out split.
 resumes training and reuses videos.
 
     python scripts/base_stage_experiment.py --latents demo_out/latents --out runs/dit_s0 \\
-        [--config configs/toy/base_dit.yaml] [--seeds-per-prompt 6] [--threads 1] train.max_steps=2400 train.seed=0
+        [--config configs/toy/base_unet.yaml] [--seeds-per-prompt 6] [--threads 1] train.max_steps=2400 train.seed=0
+
+The result records this host's reference speed (vidiff.hostspeed) measured before training, so training
+minutes from different days can be compared.
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vidiff.config import load_config  # noqa: E402
+from vidiff.demo import DemoConfig  # noqa: E402
 from vidiff.errors import VidiffError  # noqa: E402
 from vidiff.eval.toy_generation import generate_and_score  # noqa: E402
+from vidiff.hostspeed import format_host_reference, host_reference  # noqa: E402
 from vidiff.toyworld import ATTRIBUTES  # noqa: E402
 from vidiff.toyworld.prompts import heldout_prompts, holdout_triples, train_prompts  # noqa: E402
 from vidiff.training.train_stage import TrainRunConfig, train_stage  # noqa: E402
 
-BASE_CONFIG = ROOT / "configs" / "toy" / "base_unet.yaml"  # the demo's base-stage config
+BASE_CONFIG = ROOT / "configs" / "toy" / f"base_{DemoConfig().denoiser}.yaml"  # the demo's base-stage config
 
 
 def main() -> None:
@@ -41,7 +46,7 @@ def main() -> None:
     p.add_argument("--seeds-per-prompt", type=int, default=6, help="videos per prompt (12 prompts each side)")
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps torch's default")
     p.add_argument("--seed", type=int, default=0, help="demo seed: picks the held-out split and sampling noise")
-    p.add_argument("--config", default=str(BASE_CONFIG), help="training config (default: the demo's, base_unet.yaml)")
+    p.add_argument("--config", default=str(BASE_CONFIG), help=f"training config (default: the demo's, {BASE_CONFIG.name})")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     args = p.parse_args()
     if not (Path(args.latents) / "meta.json").is_file():
@@ -54,6 +59,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     holdout = holdout_triples(args.seed)  # the demo's held-out split for this seed
+    host = host_reference()
+    print(format_host_reference(host), flush=True)
     t0 = time.perf_counter()
     try:
         run = load_config(
@@ -64,7 +71,7 @@ def main() -> None:
         p.error(str(e))
     seconds = time.perf_counter() - t0
     result: dict = {"config": args.config, "overrides": args.overrides, "train_seconds": round(seconds, 1),
-                    "seconds_per_step": round(seconds / run.train.max_steps, 4), "threads": torch.get_num_threads()}
+                    "seconds_per_step": round(seconds / run.train.max_steps, 4), "threads": torch.get_num_threads(), "host": host}
     for name, prompts in (("heldout", heldout_prompts(holdout)), ("train", train_prompts(args.seed, holdout))):
         _, _, scores = generate_and_score(
             export, prompts, out / "generated" / name, args.seeds_per_prompt, seed=args.seed * 1000

@@ -22,7 +22,7 @@ def tiny_demo(tmp_path_factory):
     args = [
         sys.executable, "-m", "vidiff", "demo", "--out", str(out), "raw_videos=4", "windows_per_clip=1",
         "seeds_per_prompt=1", "train_prompts_to_score=2", "vae_overrides=[train.steps=10,data.num_samples=32]",
-        "base_overrides=[train.max_steps=10,train.steps_per_epoch=5,stage.sampling.steps=3]",
+        "base_overrides=[train.max_steps=10,train.steps_per_epoch=5,stage.sampling.steps=3,train.compile=false]",
     ]
     first = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -39,7 +39,7 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tiny_demo, tmp_path):
     media = demo / "report" / "media"
     assert len(list(media.glob("heldout_000.*"))) == 1
     assert all((media / f"{name}.png").is_file() for name in ("scores", "training_vae", "training_base", "timings"))
-    assert [r["model"] for r in report["training"]] == ["VAE", "base U-Net"]
+    assert [r["model"] for r in report["training"]] == ["VAE", "base DiT"]
     assert report["host"]["matmul_gflops"] > 0 and report["host"]["conv_step_ms"] > 0  # this machine's reference speed
     assert (demo / "report" / "index.html").read_text().count("<figure>") >= 14
     # a second run finds every step's outputs and skips the training
@@ -51,7 +51,7 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tiny_demo, tmp_path):
     experiment = [
         sys.executable, str(ROOT / "scripts/base_stage_experiment.py"), "--latents", str(demo / "latents"),
         "--out", str(tmp_path / "exp"), "--seeds-per-prompt", "1",
-        "train.max_steps=3", "train.steps_per_epoch=3", "stage.sampling.steps=2",
+        "train.max_steps=3", "train.steps_per_epoch=3", "stage.sampling.steps=2", "train.compile=false",
     ]
     ran = subprocess.run(experiment, cwd=ROOT, capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr[-3000:]
@@ -122,9 +122,9 @@ def test_the_demo_picks_the_base_backbone_by_name(tmp_path, capsys):
     from vidiff.config import load_config
     from vidiff.demo import Demo, DemoConfig
 
-    dit = Demo(tmp_path / "d", load_config(DemoConfig, None, ["denoiser=dit"]))
+    dit = Demo(tmp_path / "d", load_config(DemoConfig))  # the default
     assert dit.base_config.endswith("configs/toy/base_dit.yaml") and dit.base_name == "base DiT"
-    unet = Demo(tmp_path / "u", load_config(DemoConfig))
+    unet = Demo(tmp_path / "u", load_config(DemoConfig, None, ["denoiser=unet"]))
     assert unet.base_config.endswith("configs/toy/base_unet.yaml") and unet.base_name == "base U-Net"
     assert main(["demo", "--out", str(tmp_path / "bad"), "denoiser=vit"]) == 2
     assert "denoiser='vit' has no toy config; use unet or dit" in capsys.readouterr().err

@@ -24,7 +24,7 @@ def _write_log(path, header, rows):
 
 
 def _fake_run(run):
-    """VAE logs in one version; base U-Net logs in two (a resume that re-logged steps 39 and 49)."""
+    """VAE logs in one version; the base stage logs in two (a resume that re-logged steps 39 and 49)."""
     vae_rows = [[0, 0.5 * math.exp(-s / 80) + 0.01, 10 + s / 20, s, 1e-3, 0.3, 0.5 * math.exp(-s / 80), 10 + s / 20]
                 for s in range(9, 300, 10)]
     _write_log(run / "vae/logs/version_0/metrics.csv",
@@ -62,7 +62,7 @@ def test_demo_report_sections_write_plots_and_page(tmp_path):
     run = tmp_path / "run"
     _fake_run(run)
     demo = Demo(run, DemoConfig(seed=3))
-    demo.timings = {"raw videos": 1.5, "VAE training": 300.0, "base U-Net training": 100.0}
+    demo.timings = {"raw videos": 1.5, "VAE training": 300.0, "base DiT training": 100.0}
     demo.host = {"matmul_gflops": 158.6, "matmul_n": 2048, "dtype": "fp32", "conv_step_ms": 41.2, "threads": 2}
     held, train = _fake_scores(4, right=3), _fake_scores(2, right=2)
     demo.scores_section(held, train)
@@ -91,7 +91,7 @@ def test_demo_report_sections_write_plots_and_page(tmp_path):
     report = json.loads((run / "report" / "report.json").read_text())
     held_row, train_row = report["oracle"]
     assert (held_row["n"], held_row["colour"], train_row["colour"]) == (4, 0.75, 1.0)
-    assert [(r["model"], r["steps"]) for r in report["training"]] == [("VAE", 300), ("base U-Net", 100)]
+    assert [(r["model"], r["steps"]) for r in report["training"]] == [("VAE", 300), ("base DiT", 100)]
     assert report["base_training"][0]["steps/s"] == 1.0
     assert report["timings"] == [{"step": k, "seconds": v} for k, v in demo.timings.items()]
     assert report["host"] == demo.host

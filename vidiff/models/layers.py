@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from vidiff.models.norms import RMSNorm, group_norm
+
 # Activations live as [B, C, T, H, W] in channels_last_3d memory (physically b t h w c), so the
 # per-frame image view "(b t) c h w", the token views "(b t) (h w) c" / "b (t h w) c" and the
 # temporal-conv view "b c t (h w)" are all free views: no copies between the layers that use them.
@@ -26,12 +28,6 @@ def zero_(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         nn.init.zeros_(p)
     return module
-
-
-def group_norm(channels: int, groups: int = 32, eps: float = 1e-5) -> nn.GroupNorm:
-    """GroupNorm whose group count divides `channels` (falls back to fewer groups for narrow layers)."""
-    g = math.gcd(channels, groups)
-    return nn.GroupNorm(g, channels, eps=eps)
 
 
 # ---------------------------------------------------------------------------- embeddings
@@ -111,42 +107,6 @@ def apply_rotary(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------- attention
-
-
-class _RMSNormFn(torch.autograd.Function):
-    """x * rsqrt(mean(x^2) + eps) * weight over the last dim, with a hand-written backward that keeps only x.
-
-    On the CPU, F.rms_norm runs as pow, mean, add, rsqrt, mul, mul, each recorded by autograd: three
-    large intermediates, two of them kept, and about eight passes over x in the backward. Here the
-    forward takes the row norms in one reduction and scales once; the backward recomputes x * r.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, eps: float) -> Tensor:
-        d = x.shape[-1]
-        r = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(d).add_(eps).rsqrt_()
-        ctx.save_for_backward(x, weight, r)
-        return (x * r).mul_(weight)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        x, weight, r = ctx.saved_tensors
-        n = x * r
-        grad_weight = (grad * n).flatten(0, -2).sum(0) if ctx.needs_input_grad[1] else None
-        gn = grad * weight
-        dot = (gn * n).mean(-1, keepdim=True)
-        return gn.sub_(n.mul_(dot)).mul_(r), grad_weight, None
-
-
-class RMSNorm(nn.RMSNorm):
-    """nn.RMSNorm whose weight follows the input's dtype, so under autocast (bf16 activations, fp32
-    weights) it still runs the fused kernel; on the CPU, _RMSNormFn (fewer passes and less memory)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        weight = self.weight.to(x.dtype)
-        if x.device.type == "cpu" and torch.is_grad_enabled():
-            return _RMSNormFn.apply(x, weight, self.eps or torch.finfo(x.dtype).eps)
-        return F.rms_norm(x, self.normalized_shape, weight, self.eps)
 
 
 class Attention(nn.Module):

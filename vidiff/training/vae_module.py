@@ -15,6 +15,7 @@ from vidiff.config import save_config
 from vidiff.errors import VidiffError
 from vidiff.eval.psnr import psnr
 from vidiff.models.vae import CausalVAE3D
+from vidiff.runtime import keep_freed_memory
 from vidiff.training.batching import JointBatchSampler, StepKeyedLoader, SyncSamplerWithTrainer
 from vidiff.training.compile import maybe_compile, take_compile_seconds
 from vidiff.training.lr_schedule import warmup_decay_factor
@@ -193,6 +194,7 @@ def train_vae(cfg: VAETrainConfig) -> Path:
     out = Path(cfg.out_dir)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    keep_freed_memory()  # reuse a step's freed activations instead of page-faulting them in again (vidiff.runtime)
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "train_config.yaml")
