@@ -74,6 +74,8 @@ def _metavar(action: argparse.Action) -> str:
 
 def _args_part(action: argparse.Action) -> str:
     """How argparse shows the values an action takes (after the flag, for an optional)."""
+    if isinstance(action.metavar, tuple):  # one name per value, e.g. --crop H W
+        return " ".join(action.metavar)
     m = _metavar(action)
     n = action.nargs
     if n is None:

@@ -16,6 +16,7 @@ what it cut short counts as failed. On a machine without CUDA it exits with stat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import signal
@@ -104,6 +105,10 @@ def stage_step_section(config: Path, compiled: bool, repeats: int) -> Callable[[
         length = run_cfg.text.context_length
         cond = Cond(torch.randn(1, length, sc.text_dim, device="cuda", generator=gen),
                     torch.ones(1, length, dtype=torch.bool, device="cuda"))
+        if sc.lowres_channels:  # a super-resolution stage: its low-res input, noise-augmented as in training
+            low = torch.randn(1, *sc.lowres_shape(*shape[2:]), device="cuda", generator=gen)
+            level = torch.full((1,), sc.lowres.noise_aug_max / 2, device="cuda")
+            cond = stage.augment_lowres(dataclasses.replace(cond, lowres=low), level, torch.randn_like(low))
         forward = maybe_compile(stage, compiled, f"the {name} stage")
 
         def step() -> None:
@@ -112,7 +117,8 @@ def stage_step_section(config: Path, compiled: bool, repeats: int) -> Callable[[
                 out = forward(x_t, t, cond)
             out.float().square().mean().backward()
 
-        print(f"{name}: {params / 1e9:.2f}B parameters, latents {list(shape)}, text [1, {length}, {sc.text_dim}], "
+        lowres = f", low-res {list(cond.lowres.shape)}" if cond.lowres is not None else ""
+        print(f"{name}: {params / 1e9:.2f}B parameters, latents {list(shape)}{lowres}, text [1, {length}, {sc.text_dim}], "
               f"gradient checkpointing {'on' if getattr(stage.denoiser.config, 'gradient_checkpointing', False) else 'off'}")
         if compiled:
             t0 = time.perf_counter()

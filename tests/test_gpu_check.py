@@ -22,4 +22,5 @@ def test_gpu_check_imports_safely_and_finds_the_stage_configs():
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # defines, runs nothing
-    assert [p.name for p in module.stage_configs()] == ["base_dit.yaml", "base_unet.yaml"]  # not vae.yaml
+    names = [p.name for p in module.stage_configs()]
+    assert names == ["base_dit.yaml", "base_unet.yaml", "ssr.yaml", "tsr.yaml"]  # not vae.yaml

@@ -279,20 +279,25 @@ def _register_encode(sub) -> None:
     p.add_argument("--image-share", type=float, default=0.0, help="share of items that are images (T == 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the toy clips, or of the manifest windows")
     p.add_argument("--batch-size", type=int, default=32, help="clips per VAE encode call")
+    p.add_argument("--lowres", choices=("frames", "space"),
+                   help="super-resolution cache: also encode each clip's conditioning, 'frames' (TSR: every 2nd "
+                        "frame; --frames 1 + 8k, e.g. 17) or 'space' (SSR: height and width halved)")
+    p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"),
+                   help="encode a random H x W pixel crop of each clip (SR stages train on crops); a multiple of "
+                        "the VAE's spatial factor, twice that with --lowres space")
     p.set_defaults(func=_run_encode)
 
 
 def _run_encode(args) -> int:
     from vidiff.training import latent_cache as lc
 
-    size = (args.height, args.width)
+    shared = {"num_frames": args.frames, "size": (args.height, args.width), "image_share": args.image_share,
+              "seed": args.seed, "lowres": args.lowres or "", "crop": tuple(args.crop) if args.crop else None}
     if args.toyworld is not None:
-        out = lc.encode_toyworld(args.checkpoint, args.toyworld, args.out, args.frames, size, args.image_share,
-                                 args.seed, args.batch_size)
+        out = lc.encode_toyworld(args.checkpoint, args.toyworld, args.out, batch_size=args.batch_size, **shared)
     else:
-        out = lc.encode_manifest(args.checkpoint, args.manifest, args.out, args.batch_size, num_frames=args.frames,
-                                 stride=args.stride, size=size, windows_per_clip=args.windows_per_clip,
-                                 image_share=args.image_share, seed=args.seed)
+        out = lc.encode_manifest(args.checkpoint, args.manifest, args.out, args.batch_size, stride=args.stride,
+                                 windows_per_clip=args.windows_per_clip, **shared)
     print(f"latent cache: {out}")
     return 0
 

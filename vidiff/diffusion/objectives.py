@@ -1,4 +1,5 @@
-"""Prediction parameterizations (eps, x0, v), their exact conversions, training targets and losses.
+"""Prediction parameterizations (eps, x0, v), their exact conversions, training targets and losses, and the
+noise-conditioning augmentation of a conditioning input (a super-resolution stage's low-res video).
 
 With x_t = alpha x0 + sigma eps and v = alpha eps - sigma x0. Every function works on tensors of
 any shape [B, ...] ([B,C,T,H,W] video, [B,C,1,H,W] or [B,C,H,W] images); per-sample alpha/sigma
@@ -110,6 +111,22 @@ def add_noise(x0: Tensor, noise: Tensor, alpha, sigma) -> Tensor:
     """x_t = alpha x0 + sigma noise."""
     a, s = _ab(alpha, sigma, x0)
     return a * x0 + s * noise
+
+
+def noise_augment(x: Tensor, noise: Tensor, level: Tensor | float, schedule: NoiseSchedule) -> Tensor:
+    """Noise-conditioning augmentation (Imagen, Cascaded Diffusion Models): a conditioning input x [B, ...]
+    (a low-res video) corrupted as the forward diffusion would after the share `level` ([B] or a scalar, in
+    [0, 1]) of the schedule's N steps: alpha x + sigma noise at step level * N, linear in abar between steps.
+    Level 0 returns x itself (no step taken yet); level 1 is the last timestep, pure noise on a
+    zero-terminal-SNR schedule."""
+    level = torch.as_tensor(level, device=x.device)
+    if level.numel() and (level.min() < 0 or level.max() > 1):
+        lo, hi = level.min().item(), level.max().item()
+        raise VidiffError(f"noise-augmentation levels must be in [0, 1], got values in [{lo}, {hi}]")
+    t = level.float() * schedule.num_steps - 1  # the timestep reached; -1: before the first step, abar = 1
+    after_first = schedule.alpha_cumprod(t.clamp(min=0))
+    abar = torch.where(t >= 0, after_first, 1 - (t + 1) * (1 - schedule.alpha_cumprod(torch.zeros_like(t))))
+    return add_noise(x, noise, abar.sqrt(), (1 - abar).sqrt())
 
 
 def training_target(kind: str, x0: Tensor, noise: Tensor, alpha, sigma) -> Tensor:

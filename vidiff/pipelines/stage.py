@@ -9,13 +9,14 @@ Saved in the one model format: `config.yaml` + `model.safetensors`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from vidiff.diffusion import get_sampler, guided_denoise_fn, make_schedule
-from vidiff.errors import VidiffError
+from vidiff.diffusion import get_sampler, guided_denoise_fn, make_schedule, noise_augment
+from vidiff.errors import ConfigError, VidiffError
 from vidiff.models.cond import Cond
 from vidiff.models.denoisers import DenoiserConfig, build_denoiser, denoiser_config
 from vidiff.models.pretrained import PretrainedMixin
@@ -38,6 +39,39 @@ class SamplingConfig:
 
 
 @dataclass
+class LowresConfig:
+    """The low-res input of a super-resolution stage (Cond.lowres: latents of the previous stage's video, of the
+    same VAE); read only when the denoiser has lowres_channels > 0. The factors say how the stage's latents
+    relate to that input's, so the check holds for training crops and for any clip length."""
+
+    # latent frames T = 1 + temporal_factor * (T' - 1) for an input of T': the stage makes temporal_factor times
+    # the input's frame rate (TSR: 2, e.g. 9 frames -> 17, latents 3 -> 5); the causal VAE's first latent frame
+    # stays the first frame
+    temporal_factor: int = 1
+    spatial_factor: int = 1  # latent height and width = spatial_factor x the input's (SSR: 2)
+    # training corrupts the input by the forward diffusion at a level drawn per sample in [0, noise_aug_max],
+    # a share of the stage's schedule (noise-conditioning augmentation; docs/training.md)
+    noise_aug_max: float = 0.5
+    # the fixed level sampling corrupts the input at, by the same law: hides the previous stage's artefacts
+    noise_aug_level: float = 0.1
+
+    def __post_init__(self):
+        for name in ("temporal_factor", "spatial_factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"stage.lowres.{name} must be a positive integer (1: the same size), got {value!r}")
+        for name in ("noise_aug_max", "noise_aug_level"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"stage.lowres.{name} must be in [0, 1] (a share of the stage's schedule), got {value}")
+        if self.noise_aug_level > self.noise_aug_max:
+            raise ConfigError(
+                f"stage.lowres.noise_aug_level={self.noise_aug_level} is above stage.lowres.noise_aug_max="
+                f"{self.noise_aug_max}, a level training never showed the network; set noise_aug_level <= noise_aug_max"
+            )
+
+
+@dataclass
 class StageConfig:
     """Everything needed to rebuild a stage; latent_* give the shape it generates."""
 
@@ -51,11 +85,35 @@ class StageConfig:
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    lowres: LowresConfig = field(default_factory=LowresConfig)  # the low-res input of a super-resolution stage
+
+    def __post_init__(self):
+        if self.lowres_channels:
+            f, s = self.lowres.temporal_factor, self.lowres.spatial_factor
+            if (self.latent_frames - 1) % f or self.latent_height % s or self.latent_width % s:
+                raise ConfigError(
+                    f"stage {self.name}: latents {self.latent_frames}x{self.latent_height}x{self.latent_width} do not "
+                    f"come from a low-res input at stage.lowres.temporal_factor={f}, spatial_factor={s}; use "
+                    f"latent_frames = 1 + {f}k and latent_height, latent_width multiples of {s}"
+                )
 
     @property
     def text_dim(self) -> int:
         """Width of the text features the denoiser attends to."""
         return denoiser_config(self.denoiser).text_dim
+
+    @property
+    def lowres_channels(self) -> int:
+        """Channels of the low-res input (Cond.lowres) the denoiser takes; 0: not a super-resolution stage."""
+        return denoiser_config(self.denoiser).lowres_channels
+
+    def lowres_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int] | None:
+        """(C, T', h', w') of the low-res input for latents of frames x height x width (the stage's own size, a
+        training crop, or a longer clip); None when the sizes do not divide by the factors."""
+        f, s = self.lowres.temporal_factor, self.lowres.spatial_factor
+        if (frames - 1) % f or height % s or width % s:
+            return None
+        return self.lowres_channels, 1 + (frames - 1) // f, height // s, width // s
 
 
 class DiffusionStage(PretrainedMixin, nn.Module):
@@ -76,6 +134,33 @@ class DiffusionStage(PretrainedMixin, nn.Module):
         # Networks see t in [0, 1]: they know nothing of the schedule's step count.
         return self.denoiser(x_t, t.float() / self.schedule.num_steps, cond)
 
+    def check_lowres(self, cond: Cond, shape: tuple[int, ...]) -> None:
+        """Raise VidiffError unless `cond.lowres` is the low-res input this stage takes for latents of `shape`
+        [B, C, T, h, w]."""
+        c = self.config
+        factors = f"stage.lowres.temporal_factor={c.lowres.temporal_factor}, spatial_factor={c.lowres.spatial_factor}"
+        expected = c.lowres_shape(*shape[2:])
+        if expected is None:
+            raise VidiffError(
+                f"the {c.name} stage cannot make latents {list(shape)} from a low-res input ({factors}): their "
+                "frames - 1 must be a multiple of temporal_factor and their height and width of spatial_factor"
+            )
+        given = None if cond.lowres is None else list(cond.lowres.shape)
+        if given is None or given[1:] != list(expected):
+            raise VidiffError(
+                f"the {c.name} stage makes latents {list(shape)} from a low-res input "
+                f"[B, {', '.join(map(str, expected))}] (lowres_channels={c.lowres_channels}, {factors}), but "
+                f"Cond.lowres is {'missing' if given is None else given}; pass the previous stage's latents (of the "
+                "same VAE) at that size"
+            )
+
+    def augment_lowres(self, cond: Cond, level: Tensor, noise: Tensor) -> Cond:
+        """`cond` with its low-res input corrupted at `level` [B] by `noise` (vidiff.diffusion.noise_augment on this
+        stage's schedule) and the level as Cond.noise_aug_level: training (levels drawn per sample) and sampling
+        (the config's fixed level) corrupt the input by this one law."""
+        lowres = noise_augment(cond.lowres, noise.to(cond.lowres), level, self.schedule)
+        return dataclasses.replace(cond, lowres=lowres, noise_aug_level=level.to(lowres))
+
     @torch.no_grad()
     def sample(
         self,
@@ -94,6 +179,11 @@ class DiffusionStage(PretrainedMixin, nn.Module):
         gen = torch.Generator(device="cpu").manual_seed(seed)
         x_T = torch.randn(shape, generator=gen).to(device)
         cond = cond.to(device)
+        if c.lowres_channels:
+            self.check_lowres(cond, shape)
+            level = torch.full((cond.batch_size,), c.lowres.noise_aug_level)
+            noise = torch.randn(cond.lowres.shape, generator=gen)
+            cond = self.augment_lowres(cond, level, noise)
         denoise = guided_denoise_fn(self, cond, cond.null_like(), sampling.cfg, sampling.guidance_rescale)
         sampler = get_sampler(sampling.sampler)
         return sampler(denoise, x_T, self.schedule, sampling.steps, prediction=c.prediction, generator=gen, progress=progress)

@@ -4,6 +4,11 @@ runs the encoder.
 A cache folder holds `shard-NNNNN.safetensors` (tensors `latents_<i>` of shape [C, t, h, w], already
 normalised with the VAE's latent mean/std), `items.jsonl` (one {shard, key, caption, clip_id, frames}
 per item) and `meta.json` (settings and the VAE folder). Items with t == 1 are images.
+
+A super-resolution cache (`lowres`: "frames" for TSR, "space" for SSR) also holds, beside each video's
+target latents, `lowres_<i>`: the same VAE's latents of the clip degraded by `degrade` (every 2nd frame,
+or 2x smaller height and width), which is what the stage before it produces at sampling time; its items
+add {lowres: true, lowres_frames}. `crop` encodes a random crop of each clip (SSR trains on crops).
 """
 
 from __future__ import annotations
@@ -11,17 +16,22 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from einops import reduce
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from vidiff.errors import VidiffError
 
 SHARD_ITEMS = 2048
+LOWRES_FACTOR = 2  # Imagen Video's per-stage factor: TSR doubles the frame rate, SSR the height and width
+LOWRES_KINDS = ("frames", "space")
+_CROP_STREAM = 0x63726F70  # keys each item's crop apart from the other randomness drawn from (seed, index)
 
 
 @dataclass
@@ -32,6 +42,11 @@ class EncodeSettings:
     windows_per_clip: int = 1
     image_share: float = 0.0  # images (first frame of a window) per video item
     seed: int = 0
+    lowres: str = ""  # "" plain cache; "frames" (TSR) or "space" (SSR): also encode each clip's degraded copy
+    crop: tuple[int, int] | None = None  # (height, width) of a random pixel crop of each clip; None: whole frames
+
+
+_PLAIN_KEYS = ("num_frames", "stride", "size", "windows_per_clip", "image_share", "seed")
 
 
 @dataclass
@@ -39,6 +54,27 @@ class LatentCache:
     latents: list[torch.Tensor]
     captions: list[str]
     vae_dir: Path
+    lowres: list[torch.Tensor] | None = None  # conditioning latents in the order of `latents`; None: no SR cache
+    lowres_kind: str = ""  # "frames" (TSR) or "space" (SSR); "" without lowres
+
+
+def degrade(video: torch.Tensor, lowres: str) -> torch.Tensor:
+    """The low-res clip an SR stage is conditioned on, made from its target `video` ([..., C, T, H, W] pixels).
+
+    "frames" keeps every LOWRES_FACTOR-th frame (first and last of 1 + 2k frames); "space" averages
+    LOWRES_FACTOR x LOWRES_FACTOR pixel blocks, an area resize, so it is antialiased.
+    """
+    if lowres == "frames":
+        return video[..., ::LOWRES_FACTOR, :, :]
+    if lowres == "space":
+        return reduce(video, "... t (h a) (w b) -> ... t h w", "mean", a=LOWRES_FACTOR, b=LOWRES_FACTOR)
+    raise _unknown_lowres(lowres)
+
+
+def _unknown_lowres(lowres: str) -> VidiffError:
+    return VidiffError(
+        f"encode: unknown --lowres {lowres!r}; use 'frames' (TSR: every 2nd frame) or 'space' (SSR: 2x downsampled)"
+    )
 
 
 def _windows(row: dict, span: int, count: int, rng: np.random.Generator) -> list[int]:
@@ -61,6 +97,85 @@ def _read_window(read_video, row: dict, start: int, span: int, s: EncodeSettings
     return read_video(path, start - offset, start - offset + span, stride=s.stride, size=s.size)
 
 
+def _meta(vae_dir: str | Path, source: dict, s: EncodeSettings, keys: Sequence[str]) -> dict:
+    """meta.json's content; the degradation keys appear only when set, so a plain cache's meta is as before."""
+    meta = {"vae_dir": str(Path(vae_dir).resolve()), **source, **{k: getattr(s, k) for k in keys}}
+    meta["size"] = list(s.size)
+    if s.lowres or s.crop is not None:
+        meta |= {"lowres": s.lowres, "lowres_factor": LOWRES_FACTOR, "crop": list(s.crop) if s.crop else None}
+    return meta
+
+
+def _up_to_date(out: Path, meta: dict) -> bool:
+    return (out / "meta.json").is_file() and json.loads((out / "meta.json").read_text()) == meta
+
+
+def _load_vae(vae_dir: str | Path, s: EncodeSettings):
+    """The VAE, once `s` is checked against it: each refusal names the flag to change."""
+    from vidiff.models.vae import CausalVAE3D
+
+    if s.lowres not in ("", *LOWRES_KINDS):
+        raise _unknown_lowres(s.lowres)
+    vae = CausalVAE3D.from_pretrained(vae_dir).eval()
+    tc, sc = vae.config.temporal_compression, vae.config.spatial_compression
+    if s.lowres == "frames":
+        step = LOWRES_FACTOR * tc
+        if s.num_frames < 1 + step or (s.num_frames - 1) % step:
+            raise VidiffError(
+                f"encode --lowres frames: --frames {s.num_frames} does not leave 1 + {tc}k frames for the VAE once "
+                f"every 2nd frame is dropped; use 1 + {step}k frames (e.g. {1 + step} or {1 + 2 * step})"
+            )
+    elif not vae.valid_num_frames(s.num_frames):
+        raise VidiffError(
+            f"encode: num_frames={s.num_frames} does not fit the VAE's temporal compression "
+            f"{tc}; use 1 + {tc}k frames"
+        )
+    if s.lowres and s.image_share > 0:
+        raise VidiffError(
+            f"encode --lowres {s.lowres}: --image-share {s.image_share} asks for images, but an SR stage trains "
+            f"on videos only; leave --image-share at 0"
+        )
+    if s.crop is not None and not (0 < s.crop[0] <= s.size[0] and 0 < s.crop[1] <= s.size[1]):
+        raise VidiffError(
+            f"encode: --crop {s.crop[0]} {s.crop[1]} does not fit in the {s.size[0]}x{s.size[1]} frames "
+            f"(--height/--width); crop at most the frame size"
+        )
+    multiple = sc * (LOWRES_FACTOR if s.lowres == "space" else 1)
+    h, w = s.crop or s.size
+    if h % multiple or w % multiple:
+        flag = "--crop" if s.crop else "--height/--width"
+        why = (f"2x the VAE's spatial factor {sc}, so the 2x downsampled copy fits the VAE too" if s.lowres == "space"
+               else f"the VAE's spatial factor {sc}")
+        fit = [n // multiple * multiple or multiple for n in (h, w)]  # the nearest fitting size below
+        raise VidiffError(
+            f"encode: {flag} {h} {w} is not a multiple of {multiple} ({why}); use e.g. {flag} {fit[0]} {fit[1]}"
+        )
+    return vae
+
+
+def _crop(videos: torch.Tensor, s: EncodeSettings, indices: Sequence[int]) -> torch.Tensor:
+    """Each item's random crop, keyed by (seed, item index) so that a re-encode crops alike."""
+    if s.crop is None:
+        return videos
+    (ch, cw), out = s.crop, []
+    for v, i in zip(videos, indices, strict=True):
+        rng = np.random.default_rng([s.seed, i, _CROP_STREAM])
+        top, left = int(rng.integers(v.shape[-2] - ch + 1)), int(rng.integers(v.shape[-1] - cw + 1))
+        out.append(v[..., top : top + ch, left : left + cw])
+    return torch.stack(out)
+
+
+def _latents(vae, videos: torch.Tensor) -> torch.Tensor:
+    return vae.normalize_latents(vae.encode(videos).mode())
+
+
+def _encode_pairs(vae, videos: torch.Tensor, lowres: str) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(target latents, conditioning latents or None) per clip of `videos` [B, C, T, H, W]."""
+    z = _latents(vae, videos)
+    low = _latents(vae, degrade(videos, lowres)) if lowres else [None] * len(z)
+    return list(zip(z, low, strict=True))
+
+
 def encode_manifest(
     vae_dir: str | Path,
     manifest: str | Path,
@@ -71,22 +186,15 @@ def encode_manifest(
 ) -> Path:
     """Encode the manifest's kept clips into a cache at `out_dir` (skipped if it exists with the same settings)."""
     from vidiff.manifest import read_manifest
-    from vidiff.models.vae import CausalVAE3D
     from vidiff.video import read_video
 
     s = EncodeSettings(**settings)
-    s.size = tuple(s.size)
+    s.size, s.crop = tuple(s.size), tuple(s.crop) if s.crop is not None else None
     out = Path(out_dir)
-    meta = {"vae_dir": str(Path(vae_dir).resolve()), "manifest": str(Path(manifest).resolve()), **asdict(s)}
-    meta["size"] = list(s.size)
-    if (out / "meta.json").is_file() and json.loads((out / "meta.json").read_text()) == meta:
+    meta = _meta(vae_dir, {"manifest": str(Path(manifest).resolve())}, s, _PLAIN_KEYS)
+    if _up_to_date(out, meta):
         return out
-    vae = CausalVAE3D.from_pretrained(vae_dir).eval()
-    if not vae.valid_num_frames(s.num_frames):
-        raise VidiffError(
-            f"encode: num_frames={s.num_frames} does not fit the VAE's temporal compression "
-            f"{vae.config.temporal_compression}; use 1 + {vae.config.temporal_compression}k frames"
-        )
+    vae = _load_vae(vae_dir, s)
     rows = [r for r in read_manifest(manifest) if r.get("status", "kept") == "kept"]
     if not rows:
         raise VidiffError(f"manifest {manifest} has no kept clips to encode")
@@ -101,16 +209,18 @@ def encode_manifest(
         for b in tqdm(range(0, len(jobs), batch_size), desc="encode", unit="batch", disable=not progress):
             batch = jobs[b : b + batch_size]
             videos = torch.stack([_read_window(read_video, row, start, span, s) for row, start in batch])
-            z = vae.normalize_latents(vae.encode(videos).mode())
+            videos = _crop(videos, s, range(b, b + len(batch)))
+            pairs = _encode_pairs(vae, videos, s.lowres)
             # window j also gives an image when ceil((j + 1) * share) steps up: the asked share, and at least one
             # image from the first window on, so a small manifest still feeds joint image+video training
             picks = [i for i in range(len(batch)) if _steps_up(b + i, s.image_share)]
-            zi = vae.normalize_latents(vae.encode(videos[picks, :, :1]).mode()) if picks else []
+            zi = _latents(vae, videos[picks, :, :1]) if picks else []
             images = dict(zip(picks, zi, strict=True))
             for i, (row, _) in enumerate(batch):
-                writer.add(z[i], row.get("caption") or "", str(row.get("id", "")))
+                caption, clip_id = row.get("caption") or "", str(row.get("id", ""))
+                writer.add(pairs[i][0], caption, clip_id, lowres=pairs[i][1])
                 if i in images:
-                    writer.add(images[i], row.get("caption") or "", str(row.get("id", "")))
+                    writer.add(images[i], caption, clip_id)
     return writer.finish(meta)
 
 
@@ -124,22 +234,19 @@ def encode_toyworld(
     seed: int = 0,
     batch_size: int = 32,
     progress: bool = True,
+    lowres: str = "",
+    crop: tuple[int, int] | None = None,
 ) -> Path:
     """Encode `num_clips` rendered toy-world clips (no files in between) into a cache at `out_dir`."""
-    from vidiff.models.vae import CausalVAE3D
     from vidiff.toyworld import ToyWorldDataset
 
+    s = EncodeSettings(num_frames=num_frames, size=tuple(size), image_share=image_share, seed=seed, lowres=lowres,
+                       crop=tuple(crop) if crop is not None else None)
     out = Path(out_dir)
-    meta = {"vae_dir": str(Path(vae_dir).resolve()), "toyworld": num_clips, "num_frames": num_frames,
-            "size": list(size), "image_share": image_share, "seed": seed}
-    if (out / "meta.json").is_file() and json.loads((out / "meta.json").read_text()) == meta:
+    meta = _meta(vae_dir, {"toyworld": num_clips}, s, ("num_frames", "size", "image_share", "seed"))
+    if _up_to_date(out, meta):
         return out
-    vae = CausalVAE3D.from_pretrained(vae_dir).eval()
-    if not vae.valid_num_frames(num_frames):
-        raise VidiffError(
-            f"encode: num_frames={num_frames} does not fit the VAE's temporal compression "
-            f"{vae.config.temporal_compression}; use 1 + {vae.config.temporal_compression}k frames"
-        )
+    vae = _load_vae(vae_dir, s)
     ds = ToyWorldDataset(num_clips, num_frames, size[0], size[1], image_share=image_share, seed=seed)
     writer = _CacheWriter(out)
     with torch.no_grad():
@@ -147,9 +254,9 @@ def encode_toyworld(
             items = [ds[i] for i in range(b, min(b + batch_size, num_clips))]
             for frames in sorted({it["video"].shape[1] for it in items}):  # images and videos batch apart
                 group = [(b + k, it) for k, it in enumerate(items) if it["video"].shape[1] == frames]
-                z = vae.normalize_latents(vae.encode(torch.stack([it["video"] for _, it in group])).mode())
-                for zi, (i, it) in zip(z, group, strict=True):
-                    writer.add(zi, it["caption"], f"toyworld-{seed}-{i:06d}")
+                videos = _crop(torch.stack([it["video"] for _, it in group]), s, [i for i, _ in group])
+                for (z, low), (i, it) in zip(_encode_pairs(vae, videos, s.lowres), group, strict=True):
+                    writer.add(z, it["caption"], f"toyworld-{seed}-{i:06d}", lowres=low)
     return writer.finish(meta)
 
 
@@ -162,13 +269,19 @@ class _CacheWriter:
         (out / "meta.json").unlink(missing_ok=True)  # the cache is complete only once meta.json is written
         self.items: list[dict] = []
         self.shard: dict[str, torch.Tensor] = {}
-        self.shard_idx = 0
+        self.shard_idx, self.in_shard = 0, 0
 
-    def add(self, z: torch.Tensor, caption: str, clip_id: str) -> None:
-        key = f"latents_{len(self.shard)}"
+    def add(self, z: torch.Tensor, caption: str, clip_id: str, lowres: torch.Tensor | None = None) -> None:
+        """One item: its latents and, in an SR cache, its conditioning latents under the same index."""
+        key = f"latents_{self.in_shard}"
         self.shard[key] = z.detach().float().cpu().contiguous()
-        self.items.append({"shard": self.shard_idx, "key": key, "caption": caption, "clip_id": clip_id, "frames": int(z.shape[1])})
-        if len(self.shard) >= SHARD_ITEMS:
+        item = {"shard": self.shard_idx, "key": key, "caption": caption, "clip_id": clip_id, "frames": int(z.shape[1])}
+        if lowres is not None:
+            self.shard[f"lowres_{self.in_shard}"] = lowres.detach().float().cpu().contiguous()
+            item |= {"lowres": True, "lowres_frames": int(lowres.shape[1])}
+        self.items.append(item)
+        self.in_shard += 1
+        if self.in_shard >= SHARD_ITEMS:
             self._flush()
 
     def _flush(self) -> None:
@@ -176,7 +289,7 @@ class _CacheWriter:
             tmp = self.out / f".shard-{self.shard_idx:05d}.tmp"
             save_file(self.shard, str(tmp))
             os.replace(tmp, self.out / f"shard-{self.shard_idx:05d}.safetensors")
-            self.shard, self.shard_idx = {}, self.shard_idx + 1
+            self.shard, self.shard_idx, self.in_shard = {}, self.shard_idx + 1, 0
 
     def finish(self, meta: dict) -> Path:
         self._flush()
@@ -193,14 +306,26 @@ def load_latent_cache(path: str | Path) -> LatentCache:
         )
     meta = json.loads((out / "meta.json").read_text())
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines() if line]
+    kind = meta.get("lowres", "")
     shards: dict[int, dict[str, torch.Tensor]] = {}
-    latents, captions = [], []
-    for it in items:
+    latents, captions, lowres = [], [], []
+    for n, it in enumerate(items):
         if it["shard"] not in shards:
             shards[it["shard"]] = load_file(str(out / f"shard-{it['shard']:05d}.safetensors"))
-        latents.append(shards[it["shard"]][it["key"]])
+        shard = shards[it["shard"]]
+        latents.append(shard[it["key"]])
         captions.append(it["caption"])
+        if kind:
+            key = "lowres_" + it["key"].removeprefix("latents_")
+            if not it.get("lowres") or key not in shard:
+                raise VidiffError(
+                    f"latent cache {out}: item {n} ({it.get('clip_id') or it['key']}) has no low-res latents "
+                    f"({key} in shard-{it['shard']:05d}), though meta.json says lowres={kind}; the cache is incomplete: "
+                    f"write it again with `vidiff encode --lowres {kind}` into an empty folder"
+                )
+            lowres.append(shard[key])
     empty = sum(1 for c in captions if not c)
     if empty == len(captions):
         raise VidiffError(f"latent cache {out}: no item has a caption; text-conditioned training needs captions")
-    return LatentCache(latents=latents, captions=captions, vae_dir=Path(meta["vae_dir"]))
+    return LatentCache(latents=latents, captions=captions, vae_dir=Path(meta["vae_dir"]),
+                       lowres=lowres if kind else None, lowres_kind=kind)

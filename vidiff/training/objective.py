@@ -1,6 +1,7 @@
-"""The training objective of a diffusion stage, in one place: per-sample conditioning dropout, timestep and
-noise (keyed by each sample's place in the global batch), the noised input, and the weighted loss
-(a fixed weighting, or EDM2's learned per-noise-level weighting)."""
+"""The training objective of a diffusion stage, in one place: the noise-conditioning augmentation of a
+super-resolution stage's low-res input, per-sample conditioning dropout, timestep and noise (keyed by each
+sample's place in the global batch), the noised input, and the weighted loss (a fixed weighting, or EDM2's
+learned per-noise-level weighting)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,16 @@ class DiffusionObjective(nn.Module):
                 cond = cond.drop(name, keys.rand(f"drop/{name}") < p)
         return cond
 
+    @staticmethod
+    def augment_lowres(stage, latents: Tensor, cond: Cond, keys: SampleKeys) -> Cond:
+        """A super-resolution stage's low-res input corrupted at a level drawn per sample, uniform in
+        [0, stage.lowres.noise_aug_max], by noise from the sample's key (DiffusionStage.augment_lowres)."""
+        stage.check_lowres(cond, tuple(latents.shape))
+        lowres = cond.lowres
+        level = keys.rand("noise_aug/level", device=lowres.device) * stage.config.lowres.noise_aug_max
+        noise = keys.randn("noise_aug/noise", tuple(lowres.shape[1:]), device=lowres.device, dtype=lowres.dtype)
+        return stage.augment_lowres(cond, level, noise)
+
     def forward(
         self, stage, latents: Tensor, cond: Cond, keys: SampleKeys, predict: Callable[..., Tensor] | None = None
     ) -> StepLoss:
@@ -64,6 +75,11 @@ class DiffusionObjective(nn.Module):
         if len(keys) != latents.shape[0]:
             raise VidiffError(f"{len(keys)} sample keys for a batch of {latents.shape[0]}")
         schedule = stage.schedule
+        if stage.config.lowres_channels:
+            # Augment, then drop: a dropped row's low-res input is then exactly zeros, what the backbone sees with
+            # no low-res input at all, not noise at some level. (Each draw has its own stream: the order changes
+            # no draw.)
+            cond = self.augment_lowres(stage, latents, cond, keys)
         cond = self.drop_inputs(cond, keys)
         t = keys.randint("timestep", schedule.num_steps, device=latents.device)
         noise = keys.randn("noise", tuple(latents.shape[1:]), device=latents.device, dtype=latents.dtype)

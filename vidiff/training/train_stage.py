@@ -21,6 +21,7 @@ from vidiff.errors import VidiffError
 from vidiff.models.text_encoder import TextEncoder, TextEncoderConfig, encode_captions
 from vidiff.pipelines.pipeline_folder import save_pipeline
 from vidiff.pipelines.stage import StageConfig
+from vidiff.runtime import keep_freed_memory
 from vidiff.training.batching import JointBatchSampler, StepKeyedLoader, SyncSamplerWithTrainer
 from vidiff.training.diffusion_module import DiffusionModule, DiffusionTrainConfig
 from vidiff.training.latent_cache import load_latent_cache
@@ -42,19 +43,33 @@ class TrainRunConfig:
 
 
 class LatentTextDataset(Dataset):
-    """Cached latents [C, t, h, w] with their encoded captions; items are dicts of tensors."""
+    """Cached latents [C, t, h, w] with their encoded captions and, for a super-resolution stage, the low-res
+    latents [C', t', h', w'] each is conditioned on (`lowres`, in the same order); items are dicts of tensors."""
 
-    def __init__(self, latents: list[torch.Tensor], text: torch.Tensor, text_mask: torch.Tensor):
-        self.latents, self.text, self.text_mask = latents, text, text_mask
+    def __init__(
+        self,
+        latents: list[torch.Tensor],
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        lowres: list[torch.Tensor] | None = None,
+    ):
+        if lowres is not None and len(lowres) != len(latents):
+            raise VidiffError(f"{len(lowres)} low-res latents for {len(latents)} latents; re-encode the latent cache")
+        self.latents, self.text, self.text_mask, self.lowres = latents, text, text_mask, lowres
 
     def __len__(self) -> int:
         return len(self.latents)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"latents": self.latents[i], "text": self.text[i], "text_mask": self.text_mask[i]}
+        item = {"latents": self.latents[i], "text": self.text[i], "text_mask": self.text_mask[i]}
+        if self.lowres is not None:
+            item["lowres"] = self.lowres[i]
+        return item
 
 
 def build_dataset(config: TrainRunConfig, text_encoder: TextEncoder) -> tuple[LatentTextDataset, Path]:
+    """The latent cache as a dataset for `config.stage`, checked against it; with the low-res latents when the
+    stage is a super-resolution stage (a base stage ignores them). Returns it with the cache's VAE folder."""
     cache = load_latent_cache(config.data.latents)
     stage = config.stage
     shapes = {tuple(z.shape[-3:-2]) + tuple(z.shape[-2:]) for z in cache.latents}
@@ -65,18 +80,54 @@ def build_dataset(config: TrainRunConfig, text_encoder: TextEncoder) -> tuple[La
             f"{stage.latent_channels}; set stage.latent_channels={c0} or re-encode with the matching VAE"
         )
     spatial = {s[1:] for s in shapes}
-    if spatial != {(stage.latent_height, stage.latent_width)}:
+    full = (stage.latent_height, stage.latent_width)
+    # A super-resolution stage may train on crops (as Imagen Video does, to keep it cheap) and still sample at its
+    # full size: its convolutions and relative positions do not depend on the size of the grid.
+    crops = bool(stage.lowres_channels)
+    if (not crops and spatial != {full}) or (crops and any(h > full[0] or w > full[1] for h, w in spatial)):
         raise VidiffError(
             f"latent cache {config.data.latents} holds latents of size {sorted(spatial)} but the stage generates "
-            f"{stage.latent_height}x{stage.latent_width}; set stage.latent_height/latent_width to match"
+            f"{full[0]}x{full[1]}{' (or trains on crops of it)' if crops else ''}; set "
+            "stage.latent_height/latent_width to match"
         )
+    lowres = check_lowres_latents(config, cache.latents, cache.lowres) if stage.lowres_channels else None
     if text_encoder.dim != stage.text_dim:
         raise VidiffError(
             f"the text encoder gives features of width {text_encoder.dim} but the denoiser attends to "
             f"{stage.text_dim}; set the denoiser's text_dim={text_encoder.dim} or use another text encoder"
         )
     text, mask = encode_with_blanks(text_encoder, cache.captions)
-    return LatentTextDataset(cache.latents, text, mask), cache.vae_dir
+    return LatentTextDataset(cache.latents, text, mask, lowres), cache.vae_dir
+
+
+def check_lowres_latents(
+    config: TrainRunConfig, latents: list[torch.Tensor], lowres: list[torch.Tensor] | None
+) -> list[torch.Tensor]:
+    """The cache's low-res latents, if each has the shape the super-resolution stage `config.stage` takes for its
+    latent; else a VidiffError naming both shapes and the fix."""
+    stage, where = config.stage, f"latent cache {config.data.latents}"
+    kind = "frames" if stage.lowres.temporal_factor > 1 else "space"
+    if lowres is None:
+        raise VidiffError(
+            f"the {stage.name} stage is conditioned on low-res latents (lowres_channels={stage.lowres_channels}) but "
+            f"the {where} holds none; re-encode it with `vidiff encode --lowres {kind}`"
+        )
+    for z, lr in sorted({(tuple(z.shape), tuple(lr.shape)) for z, lr in zip(latents, lowres, strict=True)}):
+        if lr[0] != stage.lowres_channels:
+            raise VidiffError(
+                f"the {where} holds low-res latents of {lr[0]} channels but the {stage.name} stage's denoiser takes "
+                f"lowres_channels={stage.lowres_channels}; set the denoiser's lowres_channels={lr[0]} or re-encode "
+                "with the stage's VAE"
+            )
+        expected = stage.lowres_shape(*z[1:])
+        if lr != expected:
+            raise VidiffError(
+                f"the {where} pairs latents {list(z)} with low-res latents {list(lr)}, but the {stage.name} stage "
+                f"takes {'none for them' if expected is None else list(expected)} (stage.lowres.temporal_factor="
+                f"{stage.lowres.temporal_factor}, spatial_factor={stage.lowres.spatial_factor}); set the factors to "
+                f"match the cache or re-encode it with `vidiff encode --lowres {kind}`"
+            )
+    return lowres
 
 
 def encode_with_blanks(encoder, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,6 +152,7 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
     if not config.data.latents:
         raise VidiffError("data.latents is not set; pass data.latents=DIR with a cache written by `vidiff encode`")
     tc = config.train
+    keep_freed_memory()  # reuse a step's freed activations instead of page-faulting them in again (vidiff.runtime)
     L.seed_everything(tc.seed, verbose=False)
     out = Path(config.out_dir)
     if rank_zero_only.rank == 0:
