@@ -312,7 +312,7 @@ CONFIG_DOCS = [
         "vidiff.pipelines.pipeline_folder:PipelineIndex",
         "Pipeline folder index (`pipeline.yaml`)",
         "pipeline",
-        "`pipeline.yaml` in a pipeline folder, written by `vidiff train` (as `RUN/export/`) and "
+        "`pipeline.yaml` in a pipeline folder, written by `vidiff train` (as `RUN/export/`), `vidiff cascade` and "
         "`vidiff upgrade-export` and read by `vidiff generate --checkpoint`",
         see_also=[
             "The other files of a pipeline folder are configs documented above: each stage folder's "

@@ -15,7 +15,7 @@ from vidiff.models.text_encoder import TextEncoder, TextEncoderConfig
 from vidiff.models.unet import UNetConfig
 from vidiff.models.vae import CausalVAE3D, VAEConfig
 from vidiff.pipelines.pipeline_folder import PIPELINE_FILE, load_pipeline, save_pipeline, upgrade_export
-from vidiff.pipelines.stage import DiffusionStage, StageConfig
+from vidiff.pipelines.stage import DiffusionStage, LowresConfig, StageConfig
 from vidiff.pipelines.text_to_video import TextToVideo
 
 LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy_export_v0"
@@ -65,11 +65,13 @@ def test_upgrade_export_writes_a_pipeline_folder_with_the_same_outputs(tmp_path,
         upgrade_export(old, old)
 
 
-def _tiny_stage(name: str, text_dim: int, seed: int) -> DiffusionStage:
+def _tiny_stage(name: str, text_dim: int, seed: int, tsr: bool = False) -> DiffusionStage:
+    """A base stage (latents 2 x 4 x 4 at 8 fps), or a TSR stage after it (3 x 4 x 4 at 16 fps)."""
     torch.manual_seed(seed)
     unet = UNetConfig(in_channels=4, model_channels=16, channel_mults=(1,), num_res_blocks=1, attention_levels=(0,),
-                      head_dim=16, text_dim=text_dim, norm_groups=8)
-    config = StageConfig(name=name, latent_channels=4, latent_frames=2, latent_height=4, latent_width=4)
+                      head_dim=16, text_dim=text_dim, norm_groups=8, lowres_channels=4 if tsr else 0)
+    config = StageConfig(name=name, latent_channels=4, latent_frames=3 if tsr else 2, latent_height=4, latent_width=4,
+                         fps=16 if tsr else 8, lowres=LowresConfig(temporal_factor=2 if tsr else 1))
     config.denoiser.unet = unet
     stage = DiffusionStage(config)
     with torch.no_grad():  # zero-initialised output layers would hide a load that skipped them
@@ -87,7 +89,7 @@ def _tiny_parts():
 
 def test_a_cascade_shaped_pipeline_stores_the_vae_and_text_encoder_once_and_loads_exactly(tmp_path):
     vae, text = _tiny_parts()
-    base, second = _tiny_stage("base", 16, 0), _tiny_stage("tsr", 16, 1)
+    base, second = _tiny_stage("base", 16, 0), _tiny_stage("tsr", 16, 1, tsr=True)
     ema = {k: v + 1 for k, v in second.state_dict().items()}  # e.g. EMA weights saved instead of the live ones
     folder = save_pipeline(tmp_path / "cascade", vae, text, [(base, None), (second, ema)])
 

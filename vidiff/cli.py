@@ -118,12 +118,18 @@ def _run_train(args) -> int:
 
 def _register_generate(sub) -> None:
     p = sub.add_parser("generate", help="text-to-video: write one mp4 per prompt")
-    p.add_argument("--checkpoint", required=True, help="an export/ folder written by `vidiff train`")
+    p.add_argument("--checkpoint", required=True,
+                   help="an export/ folder written by `vidiff train`, or a cascade folder written by `vidiff cascade`")
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     p.add_argument("--prompts-file", help="a text file with one prompt per line")
-    p.add_argument("--sampler", help="ddpm, ddim, dpmpp_2m or euler (default: the checkpoint's)")
-    p.add_argument("--steps", type=int, help="sampling steps (default: the checkpoint's)")
-    p.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--stages", help="comma-separated first stages of a cascade to run, e.g. base,tsr (default: all); "
+                                    "the last one's output is decoded")
+    p.add_argument("--sampler", help="ddpm, ddim, dpmpp_2m or euler, for every stage (default: the checkpoint's)")
+    p.add_argument("--steps", type=int, help="sampling steps of every stage (default: the checkpoint's)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale of every stage (1 = off)")
+    p.add_argument("--set", action="append", default=[], dest="settings", metavar="STAGE.KEY=VALUE",
+                   help="one stage's sampling setting, over the flags above (repeatable), e.g. tsr.steps=10; keys: "
+                        "sampler, steps, cfg, guidance_rescale, noise_aug_level (super-resolution stages)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first prompt; prompt i uses seed+i")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--out", required=True, help="output folder")
@@ -131,16 +137,36 @@ def _register_generate(sub) -> None:
 
 
 def _run_generate(args) -> int:
-    from vidiff.pipelines.pipeline_folder import base_stage_config
-    from vidiff.pipelines.text_to_video import generate_videos, sampling_with
+    from vidiff.pipelines.text_to_video import generate_videos
 
     prompts = list(args.prompt)
     if args.prompts_file:
         prompts += read_prompts_file(args.prompts_file)
-    base = base_stage_config(args.checkpoint).sampling
-    sampling = sampling_with(base, sampler=args.sampler, steps=args.steps, cfg=args.cfg)
-    paths = generate_videos(args.checkpoint, prompts, args.out, sampling=sampling, seed=args.seed, device=args.device)
+    paths = generate_videos(
+        args.checkpoint, prompts, args.out, seed=args.seed, device=args.device,
+        stages=args.stages.split(",") if args.stages else None,
+        sampling={"sampler": args.sampler, "steps": args.steps, "cfg": args.cfg}, overrides=args.settings,
+        progress=True,
+    )
     print(f"wrote {len(paths)} videos to {args.out}")
+    return 0
+
+
+def _register_cascade(sub) -> None:
+    p = sub.add_parser("cascade", help="assemble a cascade folder from trained stage exports (base, then SR stages)")
+    p.add_argument("--stage", action="append", required=True, metavar="EXPORT",
+                   help="a stage's export/ folder written by `vidiff train`, once per stage in cascade order: base "
+                        "first, then e.g. tsr, then ssr")
+    p.add_argument("--out", required=True, help="the cascade folder to write (for `vidiff generate --checkpoint`)")
+    p.set_defaults(func=_run_cascade)
+
+
+def _run_cascade(args) -> int:
+    from vidiff.pipelines.assemble import assemble_cascade
+    from vidiff.pipelines.pipeline_folder import read_index
+
+    out = assemble_cascade(args.stage, args.out)
+    print(f"cascade: {out} (stages {', '.join(read_index(out).stages)})")
     return 0
 
 
@@ -324,6 +350,7 @@ COMMANDS = [
     _register_curate,
     _register_train,
     _register_generate,
+    _register_cascade,
     _register_toyworld,
     _register_eval,
     _register_train_vae,

@@ -122,12 +122,14 @@ _CLEAN = _Point(None, 1.0, 0.0)
 
 
 def _path(
-    schedule: NoiseSchedule, timesteps: Tensor, name: str, progress: bool
+    schedule: NoiseSchedule, timesteps: Tensor, name: str, progress: bool | str
 ) -> Iterator[tuple[_Point, _Point]]:
-    """(current, next) pairs over the visited timesteps, then the last one to clean data."""
+    """(current, next) pairs over the visited timesteps, then the last one to clean data; with a progress bar
+    when `progress` is true, labelled with it when it is a string (e.g. a cascade's stage name)."""
     points = [_point(schedule, t) for t in timesteps.tolist()] + [_CLEAN]
     pairs = zip(points[:-1], points[1:], strict=True)
-    yield from tqdm(pairs, total=len(points) - 1, desc=f"{name} sampling", disable=not progress, leave=False)
+    desc = progress if isinstance(progress, str) else f"{name} sampling"
+    yield from tqdm(pairs, total=len(points) - 1, desc=desc, disable=not progress, leave=False)
 
 
 def _check_inputs(x_T: Tensor, schedule: NoiseSchedule, prediction: str) -> None:
@@ -183,7 +185,7 @@ def ddpm_sample(
     steps: int = 1000,
     prediction: str = "v",
     generator: torch.Generator | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
     spacing: str | Sequence[float] = "linspace",
 ) -> Tensor:
     """Ancestral sampling from the posterior q(x_s | x_t, x0_hat) with its variance (Ho et al. 2020);
@@ -210,7 +212,7 @@ def ddim_sample(
     steps: int = 50,
     prediction: str = "v",
     generator: torch.Generator | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
     eta: float = 0.0,
     spacing: str | Sequence[float] = "linspace",
 ) -> Tensor:
@@ -237,7 +239,7 @@ def dpmpp_2m_sample(
     steps: int = 20,
     prediction: str = "v",
     generator: torch.Generator | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
     spacing: str | Sequence[float] = "logsnr",
 ) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022), multistep second order in lambda = log(alpha/sigma) on x0:
@@ -271,7 +273,7 @@ def euler_sample(
     steps: int = 50,
     prediction: str = "v",
     generator: torch.Generator | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
     spacing: str | Sequence[float] = "linspace",
     s_churn: float = 0.0,
 ) -> Tensor:

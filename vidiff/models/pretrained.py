@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
@@ -74,6 +77,19 @@ class PretrainedMixin:
         model = cls.from_config(load_config(cls.config_class, config_path, overrides))
         load_weights(model, weights_path, f"{cls.model_kind} weights", config_path)
         return model.eval()
+
+
+def tensors_hash(state: Mapping[str, Tensor], *extra: object) -> str:
+    """A short content hash of tensors (names, dtypes, shapes and values) and of `extra` values (their reprs):
+    equal for equal weights however their file was written, so it identifies a model across copies."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        v = state[name].detach().contiguous().cpu()
+        h.update(f"{name}|{v.dtype}|{list(v.shape)}|".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+    for value in extra:
+        h.update(repr(value).encode())
+    return h.hexdigest()[:16]
 
 
 def weights_kind(path: Path) -> str | None:

@@ -16,7 +16,7 @@ from torch import nn
 
 from vidiff.errors import ConfigError, VidiffError
 from vidiff.models.causal_conv import CausalConv3d, streaming
-from vidiff.models.pretrained import PretrainedMixin
+from vidiff.models.pretrained import PretrainedMixin, tensors_hash
 from vidiff.models.vae_blocks import CausalDownsample, CausalResBlock, CausalUpsample, match_channels
 
 
@@ -279,6 +279,11 @@ class CausalVAE3D(PretrainedMixin, nn.Module):
         self.tile_sample_size = self.config.tile_sample_size
         self.tile_overlap = self.config.tile_overlap
         self.chunk_latent_frames = self.config.chunk_latent_frames
+
+    def fingerprint(self) -> str:
+        """A short hash of the weights and the latent normalisation: what the latents a diffusion stage learns
+        depend on. A stage records the hash of the VAE it was trained on (StageConfig.vae_hash)."""
+        return tensors_hash(self.state_dict(), self.config.latent_mean, self.config.latent_std)
 
     # ---- switches (diffusers style) ----
     def enable_tiling(self, tile_sample_size: int | None = None, tile_overlap: int | None = None) -> None:

@@ -2,10 +2,14 @@
 each in the one model format, with `pipeline.yaml` naming the parts:
 
     export/
-      pipeline.yaml          task, format version, and the folder of each part
+      pipeline.yaml          task, format version, the folder of each part, each stage's sampling settings
       vae/                   config.yaml + model.safetensors
       text_encoder/          config.yaml + model.safetensors
-      base/                  config.yaml + model.safetensors   (one folder per stage, in cascade order)
+      base/                  config.yaml + model.safetensors   (one folder per stage, in cascade order:
+      tsr/ ...                                                  vidiff.pipelines.cascade)
+
+Every stage records the hash of the VAE it was trained on (StageConfig.vae_hash); saving and loading check it
+against the folder's VAE, and that the stages chain (vidiff.pipelines.cascade.check_chain).
 
 Exports written before this layout (`stage.yaml`, `denoiser.safetensors`, `text_encoder.safetensors`
 and a `vae/` copy in one folder) still load; `vidiff upgrade-export OLD NEW` rewrites one in this layout.
@@ -16,16 +20,19 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from vidiff.config import from_dict, load_config, save_config
+from vidiff.config import from_dict, load_config, save_config, to_dict
 from vidiff.errors import VidiffError
 from vidiff.models.pretrained import CONFIG_FILE, WEIGHTS_FILE, load_weights
 from vidiff.models.text_encoder import TextEncoder, TextEncoderConfig
-from vidiff.models.vae import CausalVAE3D, VAEConfig
+from vidiff.models.vae import CausalVAE3D
+from vidiff.pipelines.cascade import check_chain, stage_settings
 from vidiff.pipelines.stage import DiffusionStage, StageConfig
 
 PIPELINE_FILE = "pipeline.yaml"
@@ -43,6 +50,9 @@ class PipelineIndex:
     vae: str = "vae"  # folder of the VAE, beside pipeline.yaml
     text_encoder: str = "text_encoder"  # folder of the text encoder, beside pipeline.yaml
     stages: list[str] = field(default_factory=lambda: ["base"])  # stage folders in cascade order, base first
+    # per stage name: its sampling settings here (sampler, steps, cfg, guidance_rescale; noise_aug_level for a
+    # super-resolution stage: vidiff.pipelines.cascade.StageSampling); a stage without an entry uses its config's
+    sampling: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -53,6 +63,12 @@ class PipelineIndex:
             )
         if not self.stages:
             raise VidiffError("a pipeline needs at least one stage")
+        stray = sorted(set(self.sampling) - set(self.stages))
+        if stray:
+            raise VidiffError(
+                f"pipeline sampling settings name {', '.join(stray)}, not among its stages ({', '.join(self.stages)}); "
+                "remove them or add the stages"
+            )
 
 
 @dataclass
@@ -72,9 +88,16 @@ class Pipeline:
         return self
 
 
-def check_parts(vae_config, text_dim: int, stages: list[StageConfig], where: str) -> None:
-    """The stages fit the shared parts: latent channels of the VAE, text width of the encoder."""
+def check_parts(vae_config, text_dim: int, stages: list[StageConfig], where: str, vae_hash: str = "") -> None:
+    """The stages fit the shared parts: latent channels of the VAE (and, where recorded, its hash), text width of
+    the encoder."""
     for s in stages:
+        if vae_hash and s.vae_hash and s.vae_hash != vae_hash:
+            raise VidiffError(
+                f"{where}: stage {s.name!r} was trained on another VAE (hash {s.vae_hash}) than this pipeline's "
+                f"(hash {vae_hash}): its latents mean something else to this VAE; use the stage with the VAE it was "
+                "trained on, or retrain it on latents of this one (`vidiff encode --checkpoint` this VAE)"
+            )
         if s.latent_channels != vae_config.latent_channels:
             raise VidiffError(
                 f"{where}: stage {s.name!r} works on {s.latent_channels} latent channels but the VAE makes "
@@ -93,18 +116,26 @@ def save_pipeline(
     text_encoder: TextEncoder,
     stages: list[tuple[DiffusionStage, dict | None]],
     task: str = "text_to_video",
+    sampling: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write a pipeline folder. `vae` is a model or a VAE folder (its files are copied as they are);
     `stages` are (stage, weights to save or None for its live weights), in cascade order, each stored under
-    its config's name. The folder is written beside the target and then swapped in, so a failed export
-    leaves an earlier one intact."""
+    its config's name and stamped with the VAE's hash. pipeline.yaml records each stage's sampling settings:
+    its config's, or those `sampling` gives for it. The folder is written beside the target and then swapped
+    in, so a failed export leaves an earlier one intact."""
     folder = Path(folder)
     names = [s.config.name for s, _ in stages]
     if len(set(names)) != len(names):
         raise VidiffError(f"pipeline stages need distinct names (stage.name), got {names}")
-    index = PipelineIndex(task=task, stages=names)
-    vae_config = vae.config if isinstance(vae, CausalVAE3D) else _vae_folder_config(Path(vae))
-    check_parts(vae_config, text_encoder.dim, [s.config for s, _ in stages], str(folder))
+    configs = [s.config for s, _ in stages]
+    settings = {c.name: to_dict(stage_settings(c, (sampling or {}).get(c.name), where=str(folder))) for c in configs}
+    index = PipelineIndex(task=task, stages=names, sampling=settings)
+    vae_model = vae if isinstance(vae, CausalVAE3D) else _vae_folder_model(Path(vae))
+    vae_hash = vae_model.fingerprint()
+    check_chain(configs, str(folder))
+    check_parts(vae_model.config, text_encoder.dim, configs, str(folder), vae_hash)
+    for c in configs:
+        c.vae_hash = vae_hash  # from now on the stage belongs to this VAE
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
@@ -125,12 +156,12 @@ def save_pipeline(
     return folder
 
 
-def _vae_folder_config(folder: Path) -> VAEConfig:
-    """The config of a VAE folder whose files are copied as they are (its weights are not read here)."""
+def _vae_folder_model(folder: Path) -> CausalVAE3D:
+    """The VAE of a folder whose files are copied as they are (loaded for its hash and config)."""
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (folder / name).is_file():
             raise VidiffError(f"VAE folder {folder} has no {name}; pass a folder written by `vidiff train-vae`")
-    return load_config(VAEConfig, folder / CONFIG_FILE)
+    return CausalVAE3D.from_pretrained(folder)
 
 
 def _swap_in(new: Path, target: Path) -> None:
@@ -153,30 +184,34 @@ def read_index(folder: str | Path) -> PipelineIndex:
             hint = " (it looks like a single model's folder, e.g. a VAE, not a pipeline)"
         raise VidiffError(
             f"{folder} is not a pipeline folder: it has no {PIPELINE_FILE}{hint}; pass the export/ folder "
-            "written by `vidiff train`"
+            "written by `vidiff train` or a cascade folder written by `vidiff cascade`"
         )
     return load_config(PipelineIndex, folder / PIPELINE_FILE)
 
 
-def base_stage_config(folder: str | Path) -> StageConfig:
-    """The first stage's config, read without loading any weights (for defaults such as its sampling)."""
-    folder = Path(folder)
-    if is_legacy_export(folder):
-        return _legacy_configs(folder)[0]
-    index = read_index(folder)
-    return load_config(StageConfig, folder / index.stages[0] / CONFIG_FILE)
+def stage_configs(folder: Path, index: PipelineIndex) -> list[StageConfig]:
+    """The configs of the stages pipeline.yaml names, read without their weights; each folder must exist."""
+    for name in index.stages:
+        if not (folder / name / CONFIG_FILE).is_file():
+            raise VidiffError(
+                f"{folder / PIPELINE_FILE} names stage {name!r}, but {folder / name} has no {CONFIG_FILE}; restore "
+                f"the stage's folder (written by `vidiff train` or `vidiff cascade`) or remove {name!r} from its stages"
+            )
+    return [load_config(StageConfig, folder / name / CONFIG_FILE) for name in index.stages]
 
 
 def load_pipeline(folder: str | Path) -> Pipeline:
-    """Load a pipeline folder, or an export in the layout before pipeline.yaml (converted in memory)."""
+    """Load a pipeline folder, or an export in the layout before pipeline.yaml (converted in memory). The stages'
+    configs are checked (they chain; vidiff.pipelines.cascade) before any weights load."""
     folder = Path(folder)
     if is_legacy_export(folder):
         return load_legacy_export(folder)
     index = read_index(folder)
+    check_chain(stage_configs(folder, index), str(folder))
     vae = CausalVAE3D.from_pretrained(folder / index.vae)
     text_encoder = TextEncoder.from_pretrained(folder / index.text_encoder)
     stages = [DiffusionStage.from_pretrained(folder / name) for name in index.stages]
-    check_parts(vae.config, text_encoder.dim, [s.config for s in stages], str(folder))
+    check_parts(vae.config, text_encoder.dim, [s.config for s in stages], str(folder), vae.fingerprint())
     return Pipeline(vae, text_encoder, stages, index)
 
 

@@ -10,12 +10,14 @@ Saved in the one model format: `config.yaml` + `model.safetensors`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from vidiff.diffusion import get_sampler, guided_denoise_fn, make_schedule, noise_augment
+from vidiff.diffusion.samplers import DenoiseFn
 from vidiff.errors import ConfigError, VidiffError
 from vidiff.models.cond import Cond
 from vidiff.models.denoisers import DenoiserConfig, build_denoiser, denoiser_config
@@ -86,6 +88,9 @@ class StageConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     lowres: LowresConfig = field(default_factory=LowresConfig)  # the low-res input of a super-resolution stage
+    # the hash of the VAE whose latents the stage was trained on (CausalVAE3D.fingerprint), recorded when a pipeline
+    # folder is saved; a pipeline whose VAE has another hash is refused. "": not recorded (older exports)
+    vae_hash: str = ""
 
     def __post_init__(self):
         if self.lowres_channels:
@@ -161,6 +166,10 @@ class DiffusionStage(PretrainedMixin, nn.Module):
         lowres = noise_augment(cond.lowres, noise.to(cond.lowres), level, self.schedule)
         return dataclasses.replace(cond, lowres=lowres, noise_aug_level=level.to(lowres))
 
+    def guided(self, cond: Cond, sampling: SamplingConfig) -> DenoiseFn:
+        """The samplers' `denoise(x_t, t)`: this stage on `cond` under classifier-free guidance."""
+        return guided_denoise_fn(self, cond, cond.null_like(), sampling.cfg, sampling.guidance_rescale)
+
     @torch.no_grad()
     def sample(
         self,
@@ -168,9 +177,13 @@ class DiffusionStage(PretrainedMixin, nn.Module):
         num_frames: int | None = None,
         sampling: SamplingConfig | None = None,
         seed: int = 0,
-        progress: bool = False,
+        progress: bool | str = False,  # a string: the progress bar's label
+        denoise: Callable[[Cond, SamplingConfig], DenoiseFn] | None = None,
     ) -> Tensor:
-        """Latents [B, C, T, h, w] for the prompts in `cond`, deterministic for `seed`."""
+        """Latents [B, C, T, h, w] for the prompts in `cond`, deterministic for `seed`. `denoise(cond, sampling)`
+        makes the samplers' denoise function from the prepared cond (its low-res input checked and corrupted);
+        default `guided`, the whole clip in one call (vidiff.pipelines.temporal_windows passes one that runs
+        overlapping windows of a longer clip)."""
         sampling = sampling or self.config.sampling
         check_sampling(sampling)
         c = self.config
@@ -184,9 +197,9 @@ class DiffusionStage(PretrainedMixin, nn.Module):
             level = torch.full((cond.batch_size,), c.lowres.noise_aug_level)
             noise = torch.randn(cond.lowres.shape, generator=gen)
             cond = self.augment_lowres(cond, level, noise)
-        denoise = guided_denoise_fn(self, cond, cond.null_like(), sampling.cfg, sampling.guidance_rescale)
+        fn = (denoise or self.guided)(cond, sampling)
         sampler = get_sampler(sampling.sampler)
-        return sampler(denoise, x_T, self.schedule, sampling.steps, prediction=c.prediction, generator=gen, progress=progress)
+        return sampler(fn, x_T, self.schedule, sampling.steps, prediction=c.prediction, generator=gen, progress=progress)
 
 
 def check_sampling(sampling: SamplingConfig) -> None:

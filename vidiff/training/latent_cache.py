@@ -165,14 +165,15 @@ def _crop(videos: torch.Tensor, s: EncodeSettings, indices: Sequence[int]) -> to
     return torch.stack(out)
 
 
-def _latents(vae, videos: torch.Tensor) -> torch.Tensor:
+def encode_latents(vae, videos: torch.Tensor) -> torch.Tensor:
+    """The latents training sees for `videos` [B, C, T, H, W]: the VAE posterior's mode, normalised."""
     return vae.normalize_latents(vae.encode(videos).mode())
 
 
 def _encode_pairs(vae, videos: torch.Tensor, lowres: str) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """(target latents, conditioning latents or None) per clip of `videos` [B, C, T, H, W]."""
-    z = _latents(vae, videos)
-    low = _latents(vae, degrade(videos, lowres)) if lowres else [None] * len(z)
+    z = encode_latents(vae, videos)
+    low = encode_latents(vae, degrade(videos, lowres)) if lowres else [None] * len(z)
     return list(zip(z, low, strict=True))
 
 
@@ -214,7 +215,7 @@ def encode_manifest(
             # window j also gives an image when ceil((j + 1) * share) steps up: the asked share, and at least one
             # image from the first window on, so a small manifest still feeds joint image+video training
             picks = [i for i in range(len(batch)) if _steps_up(b + i, s.image_share)]
-            zi = _latents(vae, videos[picks, :, :1]) if picks else []
+            zi = encode_latents(vae, videos[picks, :, :1]) if picks else []
             images = dict(zip(picks, zi, strict=True))
             for i, (row, _) in enumerate(batch):
                 caption, clip_id = row.get("caption") or "", str(row.get("id", ""))
