@@ -103,11 +103,13 @@ def test_the_command_reports_every_row_for_each_sr_stage(tmp_path, tiny_vae_dir,
     assert (tsr["frames"], tsr["height"], tsr["lowres"]) == (17, 32, {"frames": 9, "height": 32, "width": 32})
     assert (ssr["frames"], ssr["height"], ssr["lowres"]) == (17, 64, {"frames": 17, "height": 32, "width": 32})
     for r, columns in ((tsr, {"psnr_all", "psnr_inbetween"}), (ssr, {"psnr_all"})):
-        assert [row["row"] for row in r["rows"]] == ["baseline", "stage", "vae_roundtrip"]
+        assert [row["row"] for row in r["rows"]] == ["baseline", "baseline_roundtrip", "stage", "vae_roundtrip"]
         for row in r["rows"]:
             assert set(row) - {"row", "name"} == columns and all(0 < row[c] < 100 for c in columns)
             assert row["name"] in printed
-        assert r["margin_db"] == pytest.approx(r["rows"][1][r["metric"]] - r["rows"][0][r["metric"]])
+        # the margin is taken against the baseline through the output grid's round trip, as the stage's output
+        assert r["margin_db"] == pytest.approx(r["rows"][2][r["metric"]] - r["rows"][1][r["metric"]])
+        assert r["margin_over_lowres_roundtrip_db"] == pytest.approx(r["rows"][2][r["metric"]] - r["rows"][0][r["metric"]])
         assert r["meets_target"] == (r["margin_db"] >= r["target_db"])
     assert "linear frame blending" in printed and "bicubic upsampling" in printed and "in-between" in printed
 
@@ -120,9 +122,12 @@ def test_the_command_reports_every_row_for_each_sr_stage(tmp_path, tiny_vae_dir,
 
         ceiling = psnr(decode(encode_latents(vae, clips)), clips).mean().item()
         blended = blend_frames(decode(encode_latents(vae, degrade(clips, "frames"))))
+        blended_roundtrip = decode(encode_latents(vae, blended))
     inbetween = psnr(blended[:, :, 1::2], clips[:, :, 1::2]).mean().item()
-    assert tsr["rows"][2]["psnr_all"] == pytest.approx(ceiling, abs=1e-4)
+    inbetween_roundtrip = psnr(blended_roundtrip[:, :, 1::2], clips[:, :, 1::2]).mean().item()
+    assert tsr["rows"][3]["psnr_all"] == pytest.approx(ceiling, abs=1e-4)
     assert tsr["rows"][0]["psnr_inbetween"] == pytest.approx(inbetween, abs=1e-4)
+    assert tsr["rows"][1]["psnr_inbetween"] == pytest.approx(inbetween_roundtrip, abs=1e-4)
 
 
 def test_a_longer_clip_is_sampled_over_windows(tmp_path, tiny_vae_dir):

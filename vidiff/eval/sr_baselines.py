@@ -6,6 +6,10 @@ Each clip is rendered at the SR stage's output grid (the truth), degraded as tra
 scored by PSNR against the true clip, all through the same VAE:
 
 - baseline: the low-res latents decoded, then blended in time (TSR) or bicubic-upsampled (SSR);
+- baseline, output round trip: that baseline encoded and decoded by the VAE at the output grid, the round trip
+  the stage's output goes through (its latents at that grid, decoded): the fair comparison, which the margin
+  is taken against (the VAE may reconstruct the output grid worse than the low-res one, e.g. the toy VAE's
+  17 frames at 12 fps against 9 at 6 fps, which would otherwise count against the stage);
 - stage: the stage's latents sampled from the low-res latents (the clip's caption as prompt), decoded;
 - VAE round trip: the true clip encoded and decoded, the ceiling any latent stage can reach.
 """
@@ -163,7 +167,7 @@ def _evaluate_stage(pipe, kind: str, stage: DiffusionStage, clips: int, num_fram
     frames, height, width = _grid(vae, kind, config, num_frames)
     data = ToyWorldDataset(clips, frames, height, width, seed=seed)
     device = next(stage.parameters()).device
-    rows: dict[str, list[dict[str, float]]] = {"baseline": [], "stage": [], "vae_roundtrip": []}
+    rows: dict[str, list[dict[str, float]]] = {"baseline": [], "baseline_roundtrip": [], "stage": [], "vae_roundtrip": []}
     low_shape: tuple[int, ...] = ()
 
     def decode(z: Tensor) -> Tensor:
@@ -177,22 +181,27 @@ def _evaluate_stage(pipe, kind: str, stage: DiffusionStage, clips: int, num_fram
         z_low = encode_latents(vae, low)
         cond = pipe.text_encoder.cond([item["caption"]], lowres=z_low)
         z = sample_long(stage, cond, vae.latent_frames(frames), seed=seed + i, sampling=sampling)
-        for row, video in (("baseline", classical_baseline(kind, decode(z_low))), ("stage", decode(z)),
-                           ("vae_roundtrip", decode(encode_latents(vae, true)))):
+        baseline = classical_baseline(kind, decode(z_low))
+        for row, video in (("baseline", baseline), ("baseline_roundtrip", decode(encode_latents(vae, baseline))),
+                           ("stage", decode(z)), ("vae_roundtrip", decode(encode_latents(vae, true)))):
             rows[row].append(_scores(kind, video, true))
 
-    names = {"baseline": f"{BASELINES[kind]} (VAE round trip of the low-res clip)", "stage": f"{config.name} stage",
+    names = {"baseline": f"{BASELINES[kind]} (VAE round trip of the low-res clip)",
+             "baseline_roundtrip": "  the same, then the output grid's VAE round trip (fair)",
+             "stage": f"{config.name} stage",
              "vae_roundtrip": "VAE round trip of the true clip (ceiling)"}
     table = [{"row": row, "name": names[row], **{k: sum(s[k] for s in scores) / clips for k in scores[0]}}
              for row, scores in rows.items()]
     metric = "psnr_inbetween" if kind == "tsr" else "psnr_all"
-    margin = table[1][metric] - table[0][metric]
+    by_row = {row["row"]: row[metric] for row in table}
+    margin = by_row["stage"] - by_row["baseline_roundtrip"]
     return {
         "kind": kind, "stage": config.name, "clips": clips, "seed": seed,
         "frames": frames, "height": height, "width": width,
         "lowres": dict(zip(("frames", "height", "width"), low_shape, strict=True)),
         "sampling": dataclasses.asdict(sampling), "rows": table, "metric": metric,
-        "margin_db": margin, "target_db": TARGET_DB[kind], "meets_target": margin >= TARGET_DB[kind],
+        "margin_db": margin, "margin_over_lowres_roundtrip_db": by_row["stage"] - by_row["baseline"],
+        "target_db": TARGET_DB[kind], "meets_target": margin >= TARGET_DB[kind],
     }
 
 
@@ -221,8 +230,9 @@ def format_sr_table(results: list[dict[str, Any]]) -> str:
             lines.append(f"  {row['name']:58s}" + (f"{row['psnr_inbetween']:11.2f}" if tsr else "")
                          + f"{row['psnr_all']:8.2f}")
         lines.append(
-            f"  margin over {BASELINES[r['kind']]}: {r['margin_db']:+.2f} dB"
+            f"  margin over {BASELINES[r['kind']]} through the same round trip: {r['margin_db']:+.2f} dB"
             f"{' on the in-between frames' if tsr else ''} (target >= {r['target_db']:.0f} dB): "
-            f"{'met' if r['meets_target'] else 'NOT met'}"
+            f"{'met' if r['meets_target'] else 'NOT met'}; over the low-res round trip "
+            f"{r['margin_over_lowres_roundtrip_db']:+.2f} dB"
         )
     return "\n".join(lines)
