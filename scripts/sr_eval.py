@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", help="override the stage's sampler")
     p.add_argument("--steps", type=int, help="override the stage's sampling steps")
     p.add_argument("--cfg", type=float, help="override the stage's guidance scale")
+    p.add_argument("--noise-aug-level", type=float,
+                   help="override the level the stage corrupts its low-res input at (its stage.lowres.noise_aug_level)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="sr_eval.json", help="JSON file to write (default sr_eval.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -42,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    sampling = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("cfg", args.cfg)) if v is not None}
+    sampling = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("cfg", args.cfg),
+                                            ("noise_aug_level", args.noise_aug_level)) if v is not None}
     try:
         results = evaluate_sr(args.checkpoint, args.kind, args.stage, clips=args.clips, num_frames=args.frames,
                               seed=args.seed, sampling=sampling, device=args.device, progress=not args.quiet)

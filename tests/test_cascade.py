@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from vidiff.cli import main
+from vidiff.errors import VidiffError
 from vidiff.models.denoisers import DenoiserConfig
 from vidiff.models.text_encoder import TextEncoder, TextEncoderConfig
 from vidiff.models.unet import UNetConfig
@@ -122,7 +123,15 @@ def test_each_sr_stage_takes_the_previous_stages_latents_with_its_own_noise(casc
         calls.append((stage.config.name, cond, seed, out))
         return out
 
+    levels = {}
+    augment = DiffusionStage.augment_lowres
+
+    def recording_level(stage, cond, level, noise):
+        levels[stage.config.name] = level.tolist()
+        return augment(stage, cond, level, noise)
+
     monkeypatch.setattr(DiffusionStage, "sample", recording)
+    monkeypatch.setattr(DiffusionStage, "augment_lowres", recording_level)
     pipe = TextToVideo(cascade, overrides=["ssr.noise_aug_level=0.3"])
     video = pipe([PROMPT], seed=3)
     assert video.shape == (1, 3, 17, 64, 64)
@@ -131,7 +140,9 @@ def test_each_sr_stage_takes_the_previous_stages_latents_with_its_own_noise(casc
     assert base_cond.lowres is None and tsr_cond.lowres is base_out and ssr_cond.lowres is tsr_out
     assert torch.equal(tsr_cond.text, base_cond.text) and torch.equal(ssr_cond.text, base_cond.text)
     assert base_seed == 3 and len({base_seed, tsr_seed, ssr_seed}) == 3
-    assert pipe.cascade.stages[2].config.lowres.noise_aug_level == 0.3  # the level the SSR stage samples at
+    # the SSR stage samples at the overridden level, the TSR at its config's; neither stage's config is changed
+    assert levels == {"tsr": pytest.approx([0.1]), "ssr": pytest.approx([0.3])}
+    assert [s.config.lowres.noise_aug_level for s in pipe.cascade.stages[1:]] == [0.1, 0.1]
 
 
 SSR_AFTER_BASE = "takes a low-res input of latents [4, 5, 8, 8] (for its latents [4, 5, 16, 16]; longer in time runs over windows), but"
@@ -204,3 +215,47 @@ def test_the_shipped_configs_chain_base_tsr_ssr(size):
     configs = [load_config(TrainRunConfig, root / name, ["data.latents=unused"]).stage for name in (base, "tsr.yaml", "ssr.yaml")]
     assert configs[2].latent_frames < configs[1].latent_frames  # windows, not one clip
     check_chain(configs, f"configs/{size}", base_first=True)
+
+
+# ---------------------------------------------------------------- consistency: the final output against the base's
+
+def test_to_base_grid_undoes_a_finer_grid_exactly():
+    from vidiff.eval.cascade_consistency import to_base_grid
+
+    base = torch.rand(2, 3, 5, 8, 8) * 2 - 1
+    middle = (base[:, :, :-1] + base[:, :, 1:]) / 2  # frames in between, then every pixel as a 2 x 2 block
+    finer = torch.stack([base[:, :, :-1], middle], dim=3).flatten(2, 3)
+    finer = torch.cat([finer, base[:, :, -1:]], dim=2).repeat_interleave(2, -1).repeat_interleave(2, -2)
+    assert finer.shape == (2, 3, 9, 16, 16)
+    assert torch.allclose(to_base_grid(finer, 2, 2), base, atol=1e-6)
+    assert not torch.allclose(to_base_grid(finer, 1, 2)[:, :, 1::2], base[:, :, 1:], atol=1e-2)  # a wrong factor
+    with pytest.raises(VidiffError, match="not on a grid 2x finer in time"):
+        to_base_grid(finer[:, :, :8], 2, 2)
+
+
+def test_consistency_runs_the_cascade_once_and_keeps_its_base_and_final_videos(cascade, tmp_path):
+    from vidiff.eval.cascade_consistency import evaluate_cascade, format_consistency, generate_base_and_final
+
+    prompts = [PROMPT, "a blue square moving up"]
+    base, final, factors, fps = generate_base_and_final(cascade, prompts, seed=5)
+    # the final videos are the ones `vidiff generate` makes, the base videos those of the base stage alone
+    whole, base_only = TextToVideo(cascade), TextToVideo(cascade, stages=["base"])
+    for i, prompt in enumerate(prompts):
+        assert torch.allclose(final[i], whole([prompt], seed=5 + i)[0], atol=1e-5)
+        assert torch.allclose(base[i], base_only([prompt], seed=5 + i)[0], atol=1e-5)
+    assert factors == (2, 2) and fps == (6, 12)
+
+    result = evaluate_cascade(cascade, prompts, seed=5, out_dir=tmp_path / "pairs")
+    assert result["factors"] == {"frames": 2, "space": 2} and result["n_videos"] == 2
+    assert len(result["psnr_db_each"]) == 2 and all(5 < db < 60 for db in result["psnr_db_each"])
+    assert set(result["oracle"]) == {"base", "final"}
+    assert [probe_video(tmp_path / "pairs" / name / "0001.mp4").num_frames for name in ("base", "final")] == [9, 17]
+    assert json.loads((tmp_path / "pairs" / "consistency.json").read_text())["psnr_db"] == pytest.approx(result["psnr_db"])
+    assert "PSNR against the base output" in format_consistency(result)
+
+
+def test_consistency_refuses_a_single_stage_pipeline(exports):
+    from vidiff.eval.cascade_consistency import evaluate_cascade
+
+    with pytest.raises(VidiffError, match="holds one stage"):
+        evaluate_cascade(exports["base"], [PROMPT])

@@ -23,6 +23,7 @@ def tiny_demo(tmp_path_factory):
         sys.executable, "-m", "vidiff", "demo", "--out", str(out), "raw_videos=4", "windows_per_clip=1",
         "seeds_per_prompt=1", "train_prompts_to_score=2", "vae_overrides=[train.steps=10,data.num_samples=32]",
         "base_overrides=[train.max_steps=10,train.steps_per_epoch=5,stage.sampling.steps=3,train.compile=false]",
+        *(f"{sr}_overrides=[train.max_steps=4,train.steps_per_epoch=2,stage.sampling.steps=2]" for sr in ("tsr", "ssr")),
     ]
     first = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -39,14 +40,20 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tiny_demo, tmp_path):
     media = demo / "report" / "media"
     assert len(list(media.glob("heldout_000.*"))) == 1
     assert all((media / f"{name}.png").is_file() for name in ("scores", "training_vae", "training_base", "timings"))
-    assert [r["model"] for r in report["training"]] == ["VAE", "base DiT"]
+    assert [r["model"] for r in report["training"]] == ["VAE", "base DiT", "TSR stage", "SSR stage"]
+    # the cascade: held-out prompts through base -> TSR -> SSR, each final video beside its base video
+    assert len(list(media.glob("cascade_*.*"))) == 12
+    assert 0 < report["cascade"]["psnr_db"] < 100 and set(report["cascade"]["oracle"]) == {"base", "final"}
+    assert [p.name for p in sorted((demo / "cascade").iterdir())] == ["base", "pipeline.yaml", "ssr", "text_encoder",
+                                                                      "tsr", "vae"]
     assert report["host"]["matmul_gflops"] > 0 and report["host"]["conv_step_ms"] > 0  # this machine's reference speed
     assert (demo / "report" / "index.html").read_text().count("<figure>") >= 14
     # a second run finds every step's outputs and skips the training
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]
-    trained = [p for p in (demo / "base" / "logs").glob("version_*/metrics.csv") if "train/loss" in p.read_text()]
-    assert [p.parent.name for p in trained] == ["version_0"]  # the rerun trained no step
+    for stage in ("base", "tsr", "ssr"):
+        trained = [p for p in (demo / stage / "logs").glob("version_*/metrics.csv") if "train/loss" in p.read_text()]
+        assert [p.parent.name for p in trained] == ["version_0"]  # the rerun trained no step
     # scripts/base_stage_experiment.py reruns only the base-stage step on the demo's latents and scores it the same way
     experiment = [
         sys.executable, str(ROOT / "scripts/base_stage_experiment.py"), "--latents", str(demo / "latents"),

@@ -153,7 +153,7 @@ def test_bad_inputs_fail_with_a_clear_message(tmp_path, tiny_vae_dir, capsys):
         (dict(kinds=["3x"]), r"unknown SR stage kind '3x'"),
         (dict(kinds=["tsr"], num_frames=12), r"cannot use 12 frames: use 1 \+ 8k \(e.g. 9 or 17\)"),
         (dict(kinds=["tsr"], sampling={"steps": 0}), r"sampling steps must be a positive integer"),
-        (dict(kinds=["tsr"], sampling={"stpes": 4}), r"unknown sampling settings \['stpes'\]; valid: cfg,"),
+        (dict(kinds=["tsr"], sampling={"stpes": 4}), r"settings given for stage tsr: unknown key\(s\) stpes for StageSampling; valid keys: cfg,"),
     ]
     for kwargs, message in cases:
         with pytest.raises(VidiffError, match=message):

@@ -1,7 +1,8 @@
 """`vidiff demo`: the whole path on the toy world, on a CPU, with a report at the end.
 
-raw toy videos -> curation (cuts, motion, manifest) -> toy VAE -> latent cache -> base U-Net ->
-text-to-video on held-out prompts -> oracle scores -> report. Each step leaves its outputs in
+raw toy videos -> curation (cuts, motion, manifest) -> toy VAE -> latent cache -> base DiT (or U-Net) ->
+text-to-video on held-out prompts -> oracle scores -> TSR and SSR stages -> the cascade on held-out prompts, its
+final videos against the base stage's -> report. Each step leaves its outputs in
 `out_dir` and is skipped when they are already there, so an interrupted demo resumes.
 """
 
@@ -51,6 +52,14 @@ class DemoConfig:
     # key=value on base_config; its train.max_steps is the demo's budget (toy U-Net 2400 steps, toy DiT 4000:
     # about 10 minutes each on a 2-core CPU, docs/experiments/toy-demo.md)
     base_overrides: list[str] = field(default_factory=list)
+    # the cascade after the base stage: a TSR stage (2x the frames: 17 at 12 fps) and an SSR stage (2x the pixels:
+    # 64 px), trained on the same curated clips, then held-out videos generated through all three stages; false:
+    # the base stage alone. Their steps are the demo's budget for them (docs/experiments/toy-demo.md).
+    cascade: bool = True
+    tsr_config: str = str(CONFIGS / "toy" / "tsr.yaml")
+    tsr_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=800"])
+    ssr_config: str = str(CONFIGS / "toy" / "ssr.yaml")
+    ssr_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=400"])
     clip_frames: int = 9  # frames per training window (1 + 4k for the toy VAE)
     clip_stride: int = 2  # raw videos run at 12 fps; every 2nd frame gives clearer motion per clip
     size: int = 32  # training and generation frame size in pixels
@@ -133,14 +142,52 @@ class Demo:
             size=(c.size, c.size), windows_per_clip=c.windows_per_clip, image_share=c.image_share, seed=c.seed,
         )
 
+    def encode_sr(self, vae_dir: Path, manifest: Path, name: str) -> Path:
+        """The paired latent cache of a super-resolution stage: its targets on the grid it makes (TSR: twice the base
+        clips' frame rate; SSR: twice their size, at the TSR's frame rate) with their degraded copies."""
+        from vidiff.training.latent_cache import LOWRES_FACTOR, encode_manifest
+
+        c = self.cfg
+        stride = max(1, c.clip_stride // LOWRES_FACTOR)  # the TSR's output frame rate, which the SSR also runs at
+        grid = {"tsr": dict(num_frames=LOWRES_FACTOR * (c.clip_frames - 1) + 1, size=(c.size, c.size), lowres="frames"),
+                "ssr": dict(num_frames=c.clip_frames, size=(LOWRES_FACTOR * c.size,) * 2, lowres="space")}[name]
+        return encode_manifest(vae_dir, manifest, self.out / f"latents_{name}", stride=stride,
+                               windows_per_clip=c.windows_per_clip, seed=c.seed, **grid)
+
     def train_base(self, latents: Path) -> Path:
+        return self._train("base", self.base_config, self.cfg.base_overrides, latents)
+
+    def _train(self, folder: str, config: str, overrides: list[str], latents: Path) -> Path:
         from vidiff.training.train_stage import TrainRunConfig, train_stage
 
-        run = load_config(
-            TrainRunConfig, self.base_config,
-            [*self.cfg.base_overrides, f"data.latents={latents}", f"out_dir={self.out / 'base'}"],
-        )
+        run = load_config(TrainRunConfig, config,
+                          [*overrides, f"data.latents={latents}", f"out_dir={self.out / folder}"])
         return train_stage(run)
+
+    def train_cascade(self, vae_dir: Path, manifest: Path, base_export: Path) -> Path:
+        """The TSR and SSR stages, each on its own latent cache, assembled with the base stage into out/cascade."""
+        from vidiff.pipelines.assemble import assemble_cascade
+
+        c = self.cfg
+        exports = [base_export]
+        for name, config, overrides in (("tsr", c.tsr_config, c.tsr_overrides), ("ssr", c.ssr_config, c.ssr_overrides)):
+            latents = self._timed(f"{name.upper()} latent cache", lambda n=name: self.encode_sr(vae_dir, manifest, n))
+            exports.append(self._timed(f"{name.upper()} training",
+                                       lambda n=name, cf=config, o=overrides, z=latents: self._train(n, cf, o, z)))
+        return assemble_cascade(exports, self.out / "cascade")
+
+    def cascade_pairs(self, cascade: Path, prompts: list[str]) -> dict:
+        """Held-out prompts through the whole cascade (seeds as the base stage's held-out videos, so its base videos
+        are those): base and final videos in generated/cascade, and their consistency (vidiff.eval.cascade_consistency)."""
+        from vidiff.eval.cascade_consistency import evaluate_cascade
+
+        out = self.out / "generated" / "cascade"
+        if (out / "consistency.json").is_file():
+            result = json.loads((out / "consistency.json").read_text())
+            if result.get("prompts") == prompts:
+                return result
+        c = self.cfg
+        return evaluate_cascade(cascade, prompts, seed=c.seed * 1000, out_dir=out)
 
     # ---------------------------------------------------------------- the whole run
     def run(self) -> Path:
@@ -160,6 +207,10 @@ class Demo:
             "generation (held-out)", lambda: self.generate_and_score(export, held_prompts, "heldout"))
         tr_videos, tr_expanded, tr = self._timed(
             "generation (train prompts)", lambda: self.generate_and_score(export, tr_prompts, "train"))
+        pairs = None
+        if self.cfg.cascade:
+            cascade = self.train_cascade(vae_dir, manifest, export)
+            pairs = self._timed("generation (cascade, held-out)", lambda: self.cascade_pairs(cascade, held_expanded))
 
         self.scores_section(held, tr)
         rep.heading("Generated videos, held-out prompts", nav="Held-out videos")
@@ -168,6 +219,8 @@ class Demo:
         self._show(held_videos, held["per_video"], held_expanded, "heldout")
         rep.heading("Generated videos, training prompts", nav="Training-prompt videos")
         self._show(tr_videos, tr["per_video"], tr_expanded, "train")
+        if pairs is not None:
+            self.cascade_section(pairs)
         self._curation_section(manifest, summary)
         self.training_section()
         self._vae_section(vae_dir)
@@ -206,12 +259,48 @@ class Demo:
         )
         rep.figure("scores", fig, f"Oracle scores of {rows[0]['n']} held-out and {rows[1]['n']} training-prompt videos.")
 
+    def cascade_section(self, pairs: dict) -> None:
+        """The consistency figures, then each held-out prompt's base video beside its final video."""
+        from vidiff.eval.cascade_consistency import ORACLE_TOLERANCE, PSNR_TARGET_DB
+        from vidiff.toyworld import ATTRIBUTES
+        from vidiff.video import read_video
+
+        rep, folder = self.report, self.out / "generated" / "cascade"
+        frames, space = pairs["factors"]["frames"], pairs["factors"]["space"]
+        rep.heading("Cascade: the base stage beside the final video, held-out prompts", nav="Cascade")
+        rep.text(f"Each held-out prompt through the whole cascade: the base stage, then the TSR stage ({frames}x the "
+                 f"frames), then the SSR stage ({space}x the pixels), the same seeds as the held-out videos above. "
+                 f"Consistency: each final video brought back to the base grid (one frame in {frames}, {space}x{space} "
+                 "pixel means) against its base video, target PSNR >= "
+                 f"{PSNR_TARGET_DB:.0f} dB; the oracle's accuracies on the final videos within {ORACLE_TOLERANCE} of "
+                 "the base videos'.")
+        o = pairs["oracle"]
+        rows = [{"videos": name, "colour": o[name]["color_accuracy"], "shape": o[name]["shape_accuracy"],
+                 "motion": o[name]["motion_accuracy"], "all correct": o[name]["all_correct"]} for name in ("base", "final")]
+        rep.cards([("final vs base, PSNR on the base grid", f"{pairs['psnr_db']:.1f} dB"),
+                   ("lowest", f"{pairs['psnr_db_min']:.1f} dB"),
+                   ("oracle within tolerance", "yes" if pairs["meets_oracle_target"] else "no")])
+        rep.table(rows, key="cascade_oracle")
+        rep.record("cascade", {k: pairs[k] for k in ("psnr_db", "psnr_db_min", "share_at_target", "oracle",
+                                                      "oracle_difference", "meets_psnr_target", "meets_oracle_target")})
+        rep.text(f"Left: the base stage's video ({pairs['fps']['base']} fps, each frame and pixel held to the final "
+                 f"grid); right: the final video ({pairs['fps']['final']} fps). The tags are the oracle's reading of the "
+                 "final video.", muted=True)
+        with rep.block("gallery"):
+            for i, (prompt, item) in enumerate(zip(pairs["prompts"], pairs["per_video"]["final"], strict=True)):
+                base, final = (read_video(folder / name / f"{i:04d}.mp4") for name in ("base", "final"))
+                held = base[:, torch.arange(final.shape[1]) // frames].repeat_interleave(space, -1).repeat_interleave(space, -2)
+                tags = [(_verdict(k, item[k], item["predicted"][k]), item[k]) for k in ATTRIBUTES]
+                rep.video(f"cascade_{i:03d}", video_grid([held, final], ncols=2), prompt,
+                          fps=pairs["fps"]["final"], scale=2, tags=tags)
+
     def training_section(self) -> None:
         """A row per trained model and its logged curves (Lightning's CSV logs, a resumed run's joined by step)."""
         from vidiff.plots import curves_figure, read_metrics
 
         rep = self.report
-        models = [("VAE", "vae", "VAE training"), (self.base_name, "base", f"{self.base_name} training")]
+        models = [("VAE", "vae", "VAE training"), (self.base_name, "base", f"{self.base_name} training"),
+                  *((f"{n.upper()} stage", n, f"{n.upper()} training") for n in ("tsr", "ssr") if self.cfg.cascade)]
         runs = {title: (folder, read_metrics(self.out / folder / "logs")) for title, folder, _ in models}
         rows = []
         for title, folder, step_name in models:
@@ -260,9 +349,10 @@ class Demo:
         rep = self.report
         rep.heading("Configuration")
         rep.text("What produced this report: the demo's settings (DemoConfig with the options given to vidiff demo) and "
-                 f"the configs the VAE and the {self.base_name} trained with, overrides applied.")
+                 f"the configs the VAE, the {self.base_name} and the SR stages trained with, overrides applied.")
         files = [("demo settings", "demo.yaml"), ("VAE training", "vae/train_config.yaml"),
-                 (f"{self.base_name} training", "base/train.yaml")]
+                 (f"{self.base_name} training", "base/train.yaml"), ("TSR training", "tsr/train.yaml"),
+                 ("SSR training", "ssr/train.yaml")]
         for i, (title, rel) in enumerate(files):
             path = self.out / rel
             if path.is_file():

@@ -28,8 +28,9 @@ from tqdm.auto import tqdm
 
 from vidiff.errors import VidiffError
 from vidiff.eval.psnr import psnr
+from vidiff.pipelines.cascade import stage_settings
 from vidiff.pipelines.pipeline_folder import load_pipeline
-from vidiff.pipelines.stage import DiffusionStage, StageConfig, check_sampling
+from vidiff.pipelines.stage import DiffusionStage, StageConfig
 from vidiff.pipelines.temporal_windows import sample_long
 from vidiff.toyworld import ToyWorldDataset
 from vidiff.training.latent_cache import LOWRES_FACTOR, degrade, encode_latents
@@ -159,11 +160,9 @@ def _grid(vae, kind: str, config: StageConfig, num_frames: int | None) -> tuple[
 def _evaluate_stage(pipe, kind: str, stage: DiffusionStage, clips: int, num_frames: int | None, seed: int,
                     overrides: dict[str, Any], progress: bool) -> dict[str, Any]:
     vae, config = pipe.vae.eval(), stage.config
-    known = {f.name for f in dataclasses.fields(config.sampling)}
-    if set(overrides) - known:
-        raise VidiffError(f"unknown sampling settings {sorted(set(overrides) - known)}; valid: {', '.join(sorted(known))}")
-    sampling = dataclasses.replace(config.sampling, **overrides)
-    check_sampling(sampling)
+    # as `vidiff generate` samples the stage: its pipeline.yaml settings, then the overrides (noise_aug_level too)
+    sampling = stage_settings(config, pipe.index.sampling.get(config.name), overrides, "sr_eval",
+                              overrides_from="the sampling settings given for stage {name}")
     frames, height, width = _grid(vae, kind, config, num_frames)
     data = ToyWorldDataset(clips, frames, height, width, seed=seed)
     device = next(stage.parameters()).device

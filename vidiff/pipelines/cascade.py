@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,14 +86,16 @@ def default_settings(config: StageConfig) -> StageSampling:
 def stage_settings(
     config: StageConfig, recorded: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None,
     where: str = "pipeline.yaml",
+    overrides_from: str = "--set {name}.KEY",
 ) -> StageSampling:
     """A stage's settings: its config's, replaced by the pipeline's `recorded` ones (pipeline.yaml), then by
     `overrides`; checked (unknown keys, ranges, noise_aug_level of a base stage or above the stage's training
-    levels) with errors naming `where` or --set."""
+    levels) with errors naming `where` or `overrides_from` (where the overrides came from; {name}: the stage's)."""
     settings = from_dict(StageSampling, to_dict(default_settings(config)) | dict(recorded or {}),
                          where=f"{where}: sampling.{config.name}")
     if overrides:
-        settings = from_dict(StageSampling, to_dict(settings) | dict(overrides), where=f"--set {config.name}.KEY")
+        settings = from_dict(StageSampling, to_dict(settings) | dict(overrides),
+                             where=overrides_from.format(name=config.name))
     check_sampling(settings)
     if settings.noise_aug_level is None and config.lowres_channels:
         settings.noise_aug_level = config.lowres.noise_aug_level
@@ -158,9 +161,6 @@ class Cascade:
 
     def __init__(self, stages: Sequence[DiffusionStage], settings: Sequence[StageSampling], where: str = "cascade"):
         check_chain([s.config for s in stages], where, base_first=True)
-        for stage, s in zip(stages, settings, strict=True):
-            if s.noise_aug_level is not None:  # the level DiffusionStage.sample corrupts the low-res input at
-                stage.config.lowres = dataclasses.replace(stage.config.lowres, noise_aug_level=s.noise_aug_level)
         self.stages, self.settings = list(stages), list(settings)
 
     @classmethod
@@ -192,14 +192,25 @@ class Cascade:
         return self.stages[-1].config.fps
 
     def sample(self, cond: Cond, seed: int = 0, progress: bool = False) -> Tensor:
-        """The last stage's latents [B, C, T, h, w] for the prompts in `cond`; each super-resolution stage takes the
-        previous stage's latents as Cond.lowres, with the same text. One progress bar per stage, labelled with it."""
-        latents = None
+        """The last stage's latents [B, C, T, h, w] for the prompts in `cond` (`sample_stages`' last)."""
+        return self.sample_stages(cond, seed, progress)[-1]
+
+    def sample_stages(self, cond: Cond, seed: int = 0, progress: bool = False) -> list[Tensor]:
+        """Every stage's latents [B, C, T, h, w] for the prompts in `cond`, in order; each super-resolution stage
+        takes the previous stage's latents as Cond.lowres, with the same text. One progress bar per stage, labelled
+        with it."""
+        outputs: list[Tensor] = []
         for i, (stage, s) in enumerate(zip(self.stages, self.settings, strict=True)):
+            latents = outputs[-1] if outputs else None
             stage_cond = cond if latents is None else dataclasses.replace(cond, lowres=latents)
             label = f"{stage.config.name} ({s.sampler}, {s.steps} steps)" if progress else False
             # a super-resolution stage makes temporal_factor x its input's frames, over windows where that is
             # longer than its own clip
             frames = None if latents is None else 1 + stage.config.lowres.temporal_factor * (latents.shape[2] - 1)
-            latents = sample_long(stage, stage_cond, frames, seed=stage_seed(seed, i), sampling=s, progress=label)
-        return latents
+            outputs.append(sample_long(stage, stage_cond, frames, seed=stage_seed(seed, i), sampling=s, progress=label))
+        return outputs
+
+    def factors(self) -> tuple[int, int]:
+        """(frames, height and width): how many times the last stage's grid is finer than the base stage's."""
+        lowres = [s.config.lowres for s in self.stages[1:]]
+        return math.prod(r.temporal_factor for r in lowres), math.prod(r.spatial_factor for r in lowres)

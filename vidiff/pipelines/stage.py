@@ -194,7 +194,9 @@ class DiffusionStage(PretrainedMixin, nn.Module):
         cond = cond.to(device)
         if c.lowres_channels:
             self.check_lowres(cond, shape)
-            level = torch.full((cond.batch_size,), c.lowres.noise_aug_level)
+            # a pipeline's per-stage settings (vidiff.pipelines.cascade.StageSampling) may fix another level
+            level = getattr(sampling, "noise_aug_level", None)
+            level = torch.full((cond.batch_size,), c.lowres.noise_aug_level if level is None else level)
             noise = torch.randn(cond.lowres.shape, generator=gen)
             cond = self.augment_lowres(cond, level, noise)
         fn = (denoise or self.guided)(cond, sampling)
