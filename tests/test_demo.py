@@ -23,7 +23,7 @@ def tiny_demo(tmp_path_factory):
         sys.executable, "-m", "vidiff", "demo", "--out", str(out), "raw_videos=4", "windows_per_clip=1",
         "seeds_per_prompt=1", "train_prompts_to_score=2", "vae_overrides=[train.steps=10,data.num_samples=32]",
         "base_overrides=[train.max_steps=10,train.steps_per_epoch=5,stage.sampling.steps=3,train.compile=false]",
-        *(f"{sr}_overrides=[train.max_steps=4,train.steps_per_epoch=2,stage.sampling.steps=2]" for sr in ("tsr", "ssr")),
+        *(f"{sr}_overrides=[train.max_steps=4,train.steps_per_epoch=2,train.log_every=1,stage.sampling.steps=2]" for sr in ("tsr", "ssr")),
     ]
     first = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -14,11 +14,12 @@ from test_sr_stage import TINY_UNET, tsr_config
 
 from vidiff.errors import VidiffError
 from vidiff.eval.psnr import psnr
-from vidiff.eval.sr_baselines import HELDOUT_SEED, bicubic_upsample, blend_frames, evaluate_sr, stage_kind
+from vidiff.eval.sr_baselines import HELDOUT_SEED, evaluate_sr, stage_kind
 from vidiff.models.denoisers import DenoiserConfig
 from vidiff.models.text_encoder import TextEncoder, TextEncoderConfig
 from vidiff.models.unet import UNetConfig
 from vidiff.models.vae import CausalVAE3D
+from vidiff.pipelines.lowres import bicubic_upsample, blend_frames
 from vidiff.pipelines.pipeline_folder import save_pipeline
 from vidiff.pipelines.stage import DiffusionStage, LowresConfig, SamplingConfig, StageConfig
 from vidiff.toyworld import ToyWorldDataset
@@ -35,25 +36,25 @@ def test_linear_frame_blending_is_exact_on_a_linear_ramp_and_keeps_the_given_fra
     a, b = torch.rand(1, 3, 1, 4, 4) - 0.5, (torch.rand(1, 3, 1, 4, 4) - 0.5) / 10
     full = a + b * torch.arange(9.0).view(1, 1, -1, 1, 1)
     low = degrade(full, "frames")
-    out = blend_frames(low)
+    out = blend_frames(low, 2)
     assert out.shape == full.shape and torch.equal(out[:, :, ::2], low)
     torch.testing.assert_close(out, full)
     bumpy = full.clone()
     bumpy[:, :, 1::2] += 0.1  # what blending cannot know: the in-between frames off the line
-    assert psnr(blend_frames(degrade(bumpy, "frames")), bumpy).item() < psnr(out, full).item()
+    assert psnr(blend_frames(degrade(bumpy, "frames"), 2), bumpy).item() < psnr(out, full).item()
 
 
 def test_bicubic_upsampling_is_exact_on_a_constant_clip():
     video = torch.full((2, 3, 3, 8, 8), 0.3)
     video[1] = -0.7
-    out = bicubic_upsample(video)
+    out = bicubic_upsample(video, 2)
     assert out.shape == (2, 3, 3, 16, 16)
     torch.testing.assert_close(out[0], torch.full_like(out[0], 0.3))
     torch.testing.assert_close(out[1], torch.full_like(out[1], -0.7))
     # the block-mean degradation of a smooth clip comes back closely (pixel centres line up)
     x = torch.linspace(-1, 1, 32)
     smooth = (0.8 * torch.sin(2 * x[:, None] + 3 * x[None])).expand(1, 3, 2, 32, 32)
-    assert psnr(bicubic_upsample(degrade(smooth, "space")), smooth).item() > 35
+    assert psnr(bicubic_upsample(degrade(smooth, "space"), 2), smooth).item() > 35
 
 
 def test_stage_kinds_come_from_the_low_res_factors():
@@ -121,7 +122,7 @@ def test_the_command_reports_every_row_for_each_sr_stage(tmp_path, tiny_vae_dir,
             return vae.decode(vae.denormalize_latents(z)).clamp(-1, 1)
 
         ceiling = psnr(decode(encode_latents(vae, clips)), clips).mean().item()
-        blended = blend_frames(decode(encode_latents(vae, degrade(clips, "frames"))))
+        blended = blend_frames(decode(encode_latents(vae, degrade(clips, "frames"))), 2)
         blended_roundtrip = decode(encode_latents(vae, blended))
     inbetween = psnr(blended[:, :, 1::2], clips[:, :, 1::2]).mean().item()
     inbetween_roundtrip = psnr(blended_roundtrip[:, :, 1::2], clips[:, :, 1::2]).mean().item()

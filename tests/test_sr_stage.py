@@ -200,36 +200,44 @@ def _dataset(monkeypatch, tmp_path, config_overrides, latents, lowres):
     return build_dataset(cfg, TextEncoder(cfg.text))[0]
 
 
+LATENT = ["stage.lowres.resample=latent", "stage.lowres.residual_scale=0"]  # the toy config's input at its own size
+
+
 def test_the_dataset_passes_low_res_latents_to_an_sr_stage_and_refuses_ones_that_do_not_fit(monkeypatch, tmp_path):
     z = [torch.randn(4, 5, 8, 8) for _ in range(3)]
     low = [torch.randn(4, 3, 8, 8) for _ in range(3)]
-    ds = _dataset(monkeypatch, tmp_path, [], z, low)
+    ds = _dataset(monkeypatch, tmp_path, LATENT, z, low)
     assert torch.equal(ds[1]["lowres"], low[1]) and torch.equal(ds[1]["latents"], z[1])
     with pytest.raises(VidiffError, match=r"holds none; re-encode it with `vidiff encode --lowres frames`"):
-        _dataset(monkeypatch, tmp_path, [], z, None)
+        _dataset(monkeypatch, tmp_path, LATENT, z, None)
     with pytest.raises(VidiffError, match=r"low-res latents of 3 channels but the tsr stage's denoiser takes "
                                           r"lowres_channels=4"):
-        _dataset(monkeypatch, tmp_path, [], z, [torch.randn(3, 3, 8, 8)] * 3)
+        _dataset(monkeypatch, tmp_path, LATENT, z, [torch.randn(3, 3, 8, 8)] * 3)
     with pytest.raises(VidiffError, match=r"pairs latents \[4, 5, 8, 8\] with low-res latents \[4, 5, 4, 4\], but "
                                           r"the tsr stage takes \[4, 3, 8, 8\]"):
-        _dataset(monkeypatch, tmp_path, [], z, [torch.randn(4, 5, 4, 4)] * 3)
+        _dataset(monkeypatch, tmp_path, LATENT, z, [torch.randn(4, 5, 4, 4)] * 3)
     # crops: an SR stage trains on latents no larger than it generates, a base stage only on its own size
-    crops = _dataset(monkeypatch, tmp_path, [], [torch.randn(4, 5, 4, 4)] * 3, [torch.randn(4, 3, 4, 4)] * 3)
+    crops = _dataset(monkeypatch, tmp_path, LATENT, [torch.randn(4, 5, 4, 4)] * 3, [torch.randn(4, 3, 4, 4)] * 3)
     assert crops[0]["lowres"].shape == (4, 3, 4, 4)
     with pytest.raises(VidiffError, match=r"size \[\(16, 16\)\] but the stage generates 8x8 \(or trains on crops"):
-        _dataset(monkeypatch, tmp_path, [], [torch.randn(4, 5, 16, 16)] * 3, [torch.randn(4, 3, 16, 16)] * 3)
-    base = ["stage.denoiser.unet.lowres_channels=0", "stage.denoiser.unet.noise_aug_conditioning=false"]
+        _dataset(monkeypatch, tmp_path, LATENT, [torch.randn(4, 5, 16, 16)] * 3, [torch.randn(4, 3, 16, 16)] * 3)
+    base = [*LATENT, "stage.denoiser.unet.lowres_channels=0", "stage.denoiser.unet.noise_aug_conditioning=false"]
     assert "lowres" not in _dataset(monkeypatch, tmp_path, base, z, low)[0]  # a base stage ignores them
     with pytest.raises(VidiffError, match=r"size \[\(4, 4\)\] but the stage generates 8x8;"):
         _dataset(monkeypatch, tmp_path, base, [torch.randn(4, 5, 4, 4)] * 3, None)
+    # the toy config resamples in pixels: its input is on the latents' own grid
+    assert torch.equal(_dataset(monkeypatch, tmp_path, [], z, z)[0]["lowres"], z[0])
+    with pytest.raises(VidiffError, match=r"takes \[4, 5, 8, 8\] .*resample=pixel.*`vidiff encode --lowres frames "
+                                          r"--resample pixel`"):
+        _dataset(monkeypatch, tmp_path, [], z, low)
 
 
 # ------------------------------------------------------------------------------------------------------ configs
 
 
-@pytest.mark.parametrize("name, lowres, crop", [
-    ("tsr", (4, 3, 8, 8), None),
-    ("ssr", (4, 3, 8, 8), ((3, 8, 8), (4, 3, 4, 4))),  # SSR trains on crops: 3 x 8 x 8 latents from 3 x 4 x 4
+@pytest.mark.parametrize("name, lowres, crop", [  # both take their input resampled onto their own grid
+    ("tsr", (4, 5, 8, 8), None),
+    ("ssr", (4, 3, 16, 16), ((3, 8, 8), (4, 3, 8, 8))),  # an SR stage may train on crops: 3 x 8 x 8 latents
 ])
 def test_toy_sr_configs_build_and_take_a_low_res_input_of_the_expected_shape(name, lowres, crop):
     run = load_config(TrainRunConfig, ROOT / f"configs/toy/{name}.yaml")
@@ -276,7 +284,7 @@ def test_toy_tsr_config_trains_three_steps_on_a_tiny_cache_and_its_export_sample
     from vidiff.training.train_stage import train_stage
 
     cache = encode_toyworld(tiny_vae_dir, 4, tmp_path / "cache", num_frames=17, size=(32, 32), lowres="frames",
-                            progress=False)
+                            resample="pixel", progress=False)
     cfg = load_config(TrainRunConfig, ROOT / "configs/toy/tsr.yaml", [
         f"data.latents={cache}", f"out_dir={tmp_path / 'run'}", "train.max_steps=3", "train.batch_size=2",
         "train.steps_per_epoch=3", "train.optim.warmup_steps=1", "train.log_every=1", "stage.sampling.steps=2",
@@ -289,6 +297,6 @@ def test_toy_tsr_config_trains_three_steps_on_a_tiny_cache_and_its_export_sample
     (stage,) = pipe.stages
     assert stage.config.name == "tsr" and stage.config.lowres == cfg.stage.lowres
     prompt = pipe.text_encoder.cond(["a red circle moving left"])
-    cond = dataclasses.replace(prompt, lowres=torch.randn(1, 4, 3, 8, 8))
+    cond = dataclasses.replace(prompt, lowres=torch.randn(1, 4, 5, 8, 8))
     z = stage.sample(cond, seed=0)
     assert z.shape == (1, 4, 5, 8, 8) and torch.isfinite(z).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -311,6 +312,10 @@ def _register_encode(sub) -> None:
     p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"),
                    help="encode a random H x W pixel crop of each clip (SR stages train on crops); a multiple of "
                         "the VAE's spatial factor, twice that with --lowres space")
+    p.add_argument("--resample", choices=("latent", "pixel"), default="latent",
+                   help="with --lowres: 'pixel' stores the conditioning resampled back onto the clip's grid in pixels "
+                        "(for stages with stage.lowres.resample: pixel; meta.json then records lowres_residual_std, "
+                        "the value of stage.lowres.residual_scale); 'latent' (default) at its own size")
     p.set_defaults(func=_run_encode)
 
 
@@ -318,13 +323,16 @@ def _run_encode(args) -> int:
     from vidiff.training import latent_cache as lc
 
     shared = {"num_frames": args.frames, "size": (args.height, args.width), "image_share": args.image_share,
-              "seed": args.seed, "lowres": args.lowres or "", "crop": tuple(args.crop) if args.crop else None}
+              "seed": args.seed, "lowres": args.lowres or "", "crop": tuple(args.crop) if args.crop else None,
+              "resample": args.resample}
     if args.toyworld is not None:
         out = lc.encode_toyworld(args.checkpoint, args.toyworld, args.out, batch_size=args.batch_size, **shared)
     else:
         out = lc.encode_manifest(args.checkpoint, args.manifest, args.out, args.batch_size, stride=args.stride,
                                  windows_per_clip=args.windows_per_clip, **shared)
-    print(f"latent cache: {out}")
+    residual = json.loads((Path(out) / "meta.json").read_text()).get("lowres_residual_std")
+    print(f"latent cache: {out}" + (f" (residual std {residual}: stage.lowres.residual_scale={residual})"
+                                     if residual is not None else ""))
     return 0
 
 

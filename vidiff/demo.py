@@ -56,10 +56,10 @@ class DemoConfig:
     # 64 px), trained on the same curated clips, then held-out videos generated through all three stages; false:
     # the base stage alone. Their steps are the demo's budget for them (docs/experiments/toy-demo.md).
     cascade: bool = True
-    tsr_config: str = str(CONFIGS / "toy" / "tsr.yaml")
-    tsr_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=800"])
-    ssr_config: str = str(CONFIGS / "toy" / "ssr.yaml")
-    ssr_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=400"])
+    tsr_config: str = str(CONFIGS / "toy" / "tsr.yaml")  # the TSR stage's training config
+    tsr_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=600"])  # key=value on tsr_config
+    ssr_config: str = str(CONFIGS / "toy" / "ssr.yaml")  # the SSR stage's training config
+    ssr_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=500"])  # key=value on ssr_config
     clip_frames: int = 9  # frames per training window (1 + 4k for the toy VAE)
     clip_stride: int = 2  # raw videos run at 12 fps; every 2nd frame gives clearer motion per clip
     size: int = 32  # training and generation frame size in pixels
@@ -142,17 +142,20 @@ class Demo:
             size=(c.size, c.size), windows_per_clip=c.windows_per_clip, image_share=c.image_share, seed=c.seed,
         )
 
-    def encode_sr(self, vae_dir: Path, manifest: Path, name: str) -> Path:
+    def encode_sr(self, vae_dir: Path, manifest: Path, name: str, config: str, overrides: list[str]) -> Path:
         """The paired latent cache of a super-resolution stage: its targets on the grid it makes (TSR: twice the base
-        clips' frame rate; SSR: twice their size, at the TSR's frame rate) with their degraded copies."""
+        clips' frame rate; SSR: twice their size, at the TSR's frame rate) with their degraded copies, prepared as
+        the stage's config takes them (stage.lowres.resample)."""
         from vidiff.training.latent_cache import LOWRES_FACTOR, encode_manifest
+        from vidiff.training.train_stage import TrainRunConfig
 
         c = self.cfg
+        resample = load_config(TrainRunConfig, config, overrides).stage.lowres.resample
         stride = max(1, c.clip_stride // LOWRES_FACTOR)  # the TSR's output frame rate, which the SSR also runs at
         grid = {"tsr": dict(num_frames=LOWRES_FACTOR * (c.clip_frames - 1) + 1, size=(c.size, c.size), lowres="frames"),
                 "ssr": dict(num_frames=c.clip_frames, size=(LOWRES_FACTOR * c.size,) * 2, lowres="space")}[name]
         return encode_manifest(vae_dir, manifest, self.out / f"latents_{name}", stride=stride,
-                               windows_per_clip=c.windows_per_clip, seed=c.seed, **grid)
+                               windows_per_clip=c.windows_per_clip, seed=c.seed, resample=resample, **grid)
 
     def train_base(self, latents: Path) -> Path:
         return self._train("base", self.base_config, self.cfg.base_overrides, latents)
@@ -171,7 +174,8 @@ class Demo:
         c = self.cfg
         exports = [base_export]
         for name, config, overrides in (("tsr", c.tsr_config, c.tsr_overrides), ("ssr", c.ssr_config, c.ssr_overrides)):
-            latents = self._timed(f"{name.upper()} latent cache", lambda n=name: self.encode_sr(vae_dir, manifest, n))
+            latents = self._timed(f"{name.upper()} latent cache",
+                                  lambda n=name, cf=config, o=overrides: self.encode_sr(vae_dir, manifest, n, cf, o))
             exports.append(self._timed(f"{name.upper()} training",
                                        lambda n=name, cf=config, o=overrides, z=latents: self._train(n, cf, o, z)))
         return assemble_cascade(exports, self.out / "cascade")

@@ -21,19 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from vidiff.errors import VidiffError
 from vidiff.eval.psnr import psnr
 from vidiff.pipelines.cascade import stage_settings
+from vidiff.pipelines.lowres import bicubic_upsample, blend_frames, prepare_lowres
 from vidiff.pipelines.pipeline_folder import load_pipeline
 from vidiff.pipelines.stage import DiffusionStage, StageConfig
 from vidiff.pipelines.temporal_windows import sample_long
 from vidiff.toyworld import ToyWorldDataset
-from vidiff.training.latent_cache import LOWRES_FACTOR, degrade, encode_latents
+from vidiff.training.latent_cache import LOWRES_FACTOR, degrade
 
 KINDS = ("tsr", "ssr")
 DEGRADATION = {"tsr": "frames", "ssr": "space"}  # latent_cache.degrade's kinds
@@ -42,24 +41,10 @@ TARGET_DB = {"tsr": 2.0, "ssr": 1.0}  # issue 21: the stage's PSNR margin over t
 HELDOUT_SEED = 2121  # ToyWorldDataset seed of the clips: `vidiff encode --toyworld` trains on seed 0
 
 
-def blend_frames(video: Tensor, factor: int = LOWRES_FACTOR) -> Tensor:
-    """Linear frame blending: [B, C, T', H, W] -> [B, C, 1 + factor (T' - 1), H, W], the kept frames as they are
-    and each in-between frame the linear mix of its two neighbours by its distance to them."""
-    b, c, t, h, w = video.shape
-    return F.interpolate(video, size=(1 + factor * (t - 1), h, w), mode="trilinear", align_corners=True)
-
-
-def bicubic_upsample(video: Tensor, factor: int = LOWRES_FACTOR) -> Tensor:
-    """Each frame of [B, C, T, H, W] bicubic-upsampled to factor x H, factor x W (pixel centres aligned as by
-    the block-mean downsampling of `degrade`), clamped to [-1, 1]."""
-    frames = rearrange(video, "b c t h w -> (b t) c h w")
-    up = F.interpolate(frames, scale_factor=factor, mode="bicubic", align_corners=False).clamp(-1, 1)
-    return rearrange(up, "(b t) c h w -> b c t h w", b=video.shape[0])
-
-
 def classical_baseline(kind: str, video: Tensor) -> Tensor:
     """The classical answer to an SR stage of `kind` from the low-res clip `video` in pixels."""
-    return blend_frames(video) if _check_kind(kind) == "tsr" else bicubic_upsample(video)
+    factor = LOWRES_FACTOR
+    return blend_frames(video, factor) if _check_kind(kind) == "tsr" else bicubic_upsample(video, factor)
 
 
 def stage_kind(config: StageConfig) -> str:
@@ -169,20 +154,18 @@ def _evaluate_stage(pipe, kind: str, stage: DiffusionStage, clips: int, num_fram
     rows: dict[str, list[dict[str, float]]] = {"baseline": [], "baseline_roundtrip": [], "stage": [], "vae_roundtrip": []}
     low_shape: tuple[int, ...] = ()
 
-    def decode(z: Tensor) -> Tensor:
-        return vae.decode(vae.denormalize_latents(z)).clamp(-1, 1)
-
     for i in tqdm(range(clips), desc=f"{config.name} vs {BASELINES[kind]}", unit="clip", disable=not progress):
         item = data[i]
         true = item["video"][None].to(device)
         low = degrade(true, DEGRADATION[kind])
         low_shape = tuple(low.shape[2:])
-        z_low = encode_latents(vae, low)
-        cond = pipe.text_encoder.cond([item["caption"]], lowres=z_low)
+        z_low = vae.encode_latents(low)
+        # as the cascade gives it the previous stage's latents (vidiff.pipelines.lowres)
+        cond = pipe.text_encoder.cond([item["caption"]], lowres=prepare_lowres(vae, z_low, config.lowres))
         z = sample_long(stage, cond, vae.latent_frames(frames), seed=seed + i, sampling=sampling)
-        baseline = classical_baseline(kind, decode(z_low))
-        for row, video in (("baseline", baseline), ("baseline_roundtrip", decode(encode_latents(vae, baseline))),
-                           ("stage", decode(z)), ("vae_roundtrip", decode(encode_latents(vae, true)))):
+        baseline = classical_baseline(kind, vae.decode_latents(z_low))
+        for row, video in (("baseline", baseline), ("baseline_roundtrip", vae.decode_latents(vae.encode_latents(baseline))),
+                           ("stage", vae.decode_latents(z)), ("vae_roundtrip", vae.decode_latents(vae.encode_latents(true)))):
             rows[row].append(_scores(kind, video, true))
 
     names = {"baseline": f"{BASELINES[kind]} (VAE round trip of the low-res clip)",

@@ -348,6 +348,14 @@ class CausalVAE3D(PretrainedMixin, nn.Module):
         mean, std = self._latent_stats(z)
         return z * std + mean
 
+    def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Video [B, C, T, H, W] in [-1, 1] -> the latents diffusion stages work on: the posterior's mode, normalised."""
+        return self.normalize_latents(self.encode(x).mode())
+
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """A diffusion stage's (normalised) latents -> video [B, C, T, H, W] in [-1, 1]."""
+        return self.decode(self.denormalize_latents(z)).clamp(-1, 1)
+
     def _latent_stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         def column(values: list[float]) -> torch.Tensor:
             return torch.tensor(values, dtype=z.dtype, device=z.device).view(-1, *(1,) * (z.dim() - 2))

@@ -17,6 +17,7 @@ from torch import Tensor
 from vidiff.config import from_dict, parse_override, to_dict
 from vidiff.errors import ConfigError, VidiffError
 from vidiff.models.cond import Cond
+from vidiff.pipelines.lowres import prepare_lowres
 from vidiff.pipelines.stage import DiffusionStage, SamplingConfig, StageConfig, check_sampling
 from vidiff.pipelines.temporal_windows import sample_long
 
@@ -36,7 +37,8 @@ def latent_shape(config: StageConfig) -> tuple[int, int, int, int]:
 
 def check_chain(configs: Sequence[StageConfig], where: str, sources: Sequence[str] = (), base_first: bool = False) -> None:
     """Raise VidiffError unless every stage after the first is a super-resolution stage fed by the one before it: its
-    low-res input for its own latent size (`StageConfig.lowres_shape`) is the previous stage's latents [C, T, h, w],
+    low-res input for its own latent size is made from the previous stage's latents [C, T, h, w]
+    (`StageConfig.source_shape`),
     and its frame rate is temporal_factor x the previous one's. `base_first`: the first stage must be a base stage
     (to run the chain from text; a super-resolution stage's own export starts with it). `sources` name where each
     stage comes from, for the messages."""
@@ -59,10 +61,10 @@ def check_chain(configs: Sequence[StageConfig], where: str, sources: Sequence[st
         # a stage runs over overlapping windows of its own latent_frames when its input is longer than its clip
         # (vidiff.pipelines.temporal_windows), so its output has 1 + temporal_factor x (T_in - 1) frames
         out = (cur.latent_channels, 1 + cur.lowres.temporal_factor * (makes[1] - 1), cur.latent_height, cur.latent_width)
-        takes = cur.lowres_shape(*out[1:])
+        takes = cur.source_shape(*out[1:])
         if takes != makes or out[1] < cur.latent_frames:
             raise VidiffError(
-                f"{where}: {label(i)} takes a low-res input of latents {list(cur.lowres_shape(*latent_shape(cur)[1:]))}"
+                f"{where}: {label(i)} takes a low-res input of latents {list(cur.source_shape(*latent_shape(cur)[1:]))}"
                 f" (for its latents {list(latent_shape(cur))}; longer in time runs over windows), but {label(i - 1)} "
                 f"before it makes {list(makes)}; {fix}, each taking the size the one before makes (or retrain the "
                 "stage at that size)"
@@ -159,8 +161,16 @@ def stage_seed(seed: int, index: int) -> int:
 class Cascade:
     """Stages that chain from a base stage, each with its settings; `sample` runs them in order."""
 
-    def __init__(self, stages: Sequence[DiffusionStage], settings: Sequence[StageSampling], where: str = "cascade"):
+    def __init__(self, stages: Sequence[DiffusionStage], settings: Sequence[StageSampling], where: str = "cascade",
+                 vae=None):
+        """`vae`: the pipeline's, for stages that take their low-res input resampled in pixels
+        (stage.lowres.resample: pixel)."""
         check_chain([s.config for s in stages], where, base_first=True)
+        pixel = [s.config.name for s in stages[1:] if s.config.lowres.resample == "pixel"]
+        if pixel and vae is None:
+            raise VidiffError(f"{where}: stage(s) {', '.join(pixel)} resample their low-res input in pixels "
+                              "(stage.lowres.resample: pixel) and need the pipeline's VAE; pass vae=")
+        self.vae = vae
         self.stages, self.settings = list(stages), list(settings)
 
     @classmethod
@@ -172,6 +182,7 @@ class Cascade:
         run: Sequence[str] | None = None,
         sampling: Mapping[str, Any] | None = None,
         overrides: Sequence[str] = (),
+        vae=None,
     ) -> Cascade:
         """A pipeline's leading stages `run` (all by default) with their `recorded` settings (pipeline.yaml), then
         `sampling` (keys for every stage, e.g. from --steps; None values are left out), then `overrides`
@@ -184,7 +195,7 @@ class Cascade:
             stage_settings(s.config, recorded.get(s.config.name), every | per_stage.get(s.config.name, {}), where)
             for s in stages
         ]
-        return cls(stages[:n], settings[:n], where)
+        return cls(stages[:n], settings[:n], where, vae)
 
     @property
     def fps(self) -> int:
@@ -202,7 +213,8 @@ class Cascade:
         outputs: list[Tensor] = []
         for i, (stage, s) in enumerate(zip(self.stages, self.settings, strict=True)):
             latents = outputs[-1] if outputs else None
-            stage_cond = cond if latents is None else dataclasses.replace(cond, lowres=latents)
+            stage_cond = cond if latents is None else dataclasses.replace(
+                cond, lowres=prepare_lowres(self.vae, latents, stage.config.lowres))  # onto its grid if "pixel"
             label = f"{stage.config.name} ({s.sampler}, {s.steps} steps)" if progress else False
             # a super-resolution stage makes temporal_factor x its input's frames, over windows where that is
             # longer than its own clip

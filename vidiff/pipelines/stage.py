@@ -22,6 +22,7 @@ from vidiff.errors import ConfigError, VidiffError
 from vidiff.models.cond import Cond
 from vidiff.models.denoisers import DenoiserConfig, build_denoiser, denoiser_config
 from vidiff.models.pretrained import PretrainedMixin
+from vidiff.pipelines.lowres import RESAMPLE_MODES
 
 
 @dataclass
@@ -56,6 +57,14 @@ class LowresConfig:
     noise_aug_max: float = 0.5
     # the fixed level sampling corrupts the input at, by the same law: hides the previous stage's artefacts
     noise_aug_level: float = 0.1
+    # how the previous stage's latents reach the network (vidiff.pipelines.lowres): "latent": as they are, resized
+    # onto the stage's grid by the network; "pixel": decoded, resampled onto the stage's grid in pixels (frame
+    # blending, bicubic) and encoded again, so Cond.lowres is already the classical answer on the stage's grid
+    resample: str = "latent"
+    # > 0 (with resample: pixel): a residual stage, whose diffusion runs on (latents - Cond.lowres) / residual_scale
+    # and whose samples are added back to the low-res input; set it to the residuals' std, which `vidiff encode
+    # --resample pixel` measures and records (meta.json: lowres_residual_std). 0: the stage makes the latents itself
+    residual_scale: float = 0.0
 
     def __post_init__(self):
         for name in ("temporal_factor", "spatial_factor"):
@@ -66,6 +75,15 @@ class LowresConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"stage.lowres.{name} must be in [0, 1] (a share of the stage's schedule), got {value}")
+        if self.resample not in RESAMPLE_MODES:
+            raise ConfigError(f"stage.lowres.resample must be one of {', '.join(RESAMPLE_MODES)}, got {self.resample!r}")
+        if not self.residual_scale >= 0.0:
+            raise ConfigError(f"stage.lowres.residual_scale must be >= 0 (0: not residual), got {self.residual_scale}")
+        if self.residual_scale and self.resample != "pixel":
+            raise ConfigError(
+                "stage.lowres.residual_scale is set but stage.lowres.resample is 'latent': a residual stage needs its "
+                "low-res input on its own grid; set resample: pixel (or residual_scale: 0)"
+            )
         if self.noise_aug_level > self.noise_aug_max:
             raise ConfigError(
                 f"stage.lowres.noise_aug_level={self.noise_aug_level} is above stage.lowres.noise_aug_max="
@@ -101,6 +119,12 @@ class StageConfig:
                     f"come from a low-res input at stage.lowres.temporal_factor={f}, spatial_factor={s}; use "
                     f"latent_frames = 1 + {f}k and latent_height, latent_width multiples of {s}"
                 )
+            if self.lowres.residual_scale and self.lowres_channels != self.latent_channels:
+                raise ConfigError(
+                    f"stage {self.name}: a residual stage (stage.lowres.residual_scale) adds its samples to its low-res "
+                    f"input, but that has lowres_channels={self.lowres_channels} and the latents {self.latent_channels}; "
+                    "give the denoiser lowres_channels equal to stage.latent_channels"
+                )
 
     @property
     def text_dim(self) -> int:
@@ -112,13 +136,26 @@ class StageConfig:
         """Channels of the low-res input (Cond.lowres) the denoiser takes; 0: not a super-resolution stage."""
         return denoiser_config(self.denoiser).lowres_channels
 
-    def lowres_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int] | None:
-        """(C, T', h', w') of the low-res input for latents of frames x height x width (the stage's own size, a
-        training crop, or a longer clip); None when the sizes do not divide by the factors."""
+    def source_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int] | None:
+        """(C, T', h', w') of the previous stage's latents that latents of frames x height x width (the stage's own
+        size, a training crop, or a longer clip) are made from; None when the sizes do not divide by the factors."""
         f, s = self.lowres.temporal_factor, self.lowres.spatial_factor
         if (frames - 1) % f or height % s or width % s:
             return None
         return self.lowres_channels, 1 + (frames - 1) // f, height // s, width // s
+
+    def lowres_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int] | None:
+        """(C, T', h', w') of the low-res input (Cond.lowres) for latents of frames x height x width: the source's
+        (`source_shape`), or with resample: pixel the latents' own grid; None when the sizes do not divide."""
+        source = self.source_shape(frames, height, width)
+        if source is None or self.lowres.resample == "latent":
+            return source
+        return self.lowres_channels, frames, height, width
+
+    @property
+    def lowres_frame_step(self) -> int:
+        """Latent frames of the stage per latent frame of its low-res input (temporal windows slice it by this)."""
+        return self.lowres.temporal_factor if self.lowres.resample == "latent" else 1
 
 
 class DiffusionStage(PretrainedMixin, nn.Module):
@@ -166,6 +203,17 @@ class DiffusionStage(PretrainedMixin, nn.Module):
         lowres = noise_augment(cond.lowres, noise.to(cond.lowres), level, self.schedule)
         return dataclasses.replace(cond, lowres=lowres, noise_aug_level=level.to(lowres))
 
+    def to_diffusion_space(self, latents: Tensor, lowres: Tensor | None) -> Tensor:
+        """What the stage's diffusion runs on for target `latents` and their clean low-res input: a residual
+        stage's (latents - lowres) / residual_scale, else the latents themselves."""
+        scale = self.config.lowres.residual_scale if self.config.lowres_channels else 0.0
+        return (latents - lowres) / scale if scale else latents
+
+    def from_diffusion_space(self, x: Tensor, lowres: Tensor | None) -> Tensor:
+        """The latents of a sample `x` of the stage's diffusion (`to_diffusion_space` undone)."""
+        scale = self.config.lowres.residual_scale if self.config.lowres_channels else 0.0
+        return lowres + scale * x if scale else x
+
     def guided(self, cond: Cond, sampling: SamplingConfig) -> DenoiseFn:
         """The samplers' `denoise(x_t, t)`: this stage on `cond` under classifier-free guidance."""
         return guided_denoise_fn(self, cond, cond.null_like(), sampling.cfg, sampling.guidance_rescale)
@@ -192,6 +240,7 @@ class DiffusionStage(PretrainedMixin, nn.Module):
         gen = torch.Generator(device="cpu").manual_seed(seed)
         x_T = torch.randn(shape, generator=gen).to(device)
         cond = cond.to(device)
+        clean_lowres = cond.lowres  # a residual stage's samples are added to it before augmentation
         if c.lowres_channels:
             self.check_lowres(cond, shape)
             # a pipeline's per-stage settings (vidiff.pipelines.cascade.StageSampling) may fix another level
@@ -201,7 +250,8 @@ class DiffusionStage(PretrainedMixin, nn.Module):
             cond = self.augment_lowres(cond, level, noise)
         fn = (denoise or self.guided)(cond, sampling)
         sampler = get_sampler(sampling.sampler)
-        return sampler(fn, x_T, self.schedule, sampling.steps, prediction=c.prediction, generator=gen, progress=progress)
+        x = sampler(fn, x_T, self.schedule, sampling.steps, prediction=c.prediction, generator=gen, progress=progress)
+        return self.from_diffusion_space(x, clean_lowres)
 
 
 def check_sampling(sampling: SamplingConfig) -> None:

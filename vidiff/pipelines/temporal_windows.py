@@ -141,5 +141,5 @@ def sample_long(
 
 
 def _align(stage: DiffusionStage) -> int:
-    """Window starts and lengths in latent frames map onto the low-res input in steps of its temporal factor."""
-    return stage.config.lowres.temporal_factor if stage.config.lowres_channels else 1
+    """Window starts and lengths in latent frames map onto the low-res input in steps of its frame step."""
+    return stage.config.lowres_frame_step if stage.config.lowres_channels else 1

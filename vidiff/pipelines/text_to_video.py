@@ -42,7 +42,7 @@ class TextToVideo:
                 "the export/ folder of `vidiff train` or a cascade of `vidiff cascade`"
             )
         self.cascade = Cascade.from_pipeline(pipe.stages, pipe.index.sampling, str(checkpoint), stages, sampling,
-                                             overrides)
+                                             overrides, vae=pipe.vae)
         self.device = torch.device(device)
         pipe.to(self.device)
         self.vae, self.text_encoder = pipe.vae, pipe.text_encoder
@@ -70,7 +70,7 @@ class TextToVideo:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Pixels [B, C, T, H, W] in [-1, 1] of a stage's (normalised) latents."""
-        return self.vae.decode(self.vae.denormalize_latents(latents)).clamp(-1, 1)
+        return self.vae.decode_latents(latents)
 
 
 def generate_videos(

@@ -27,6 +27,8 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from vidiff.errors import VidiffError
+from vidiff.pipelines.lowres import RESAMPLE_MODES, prepare_lowres
+from vidiff.pipelines.stage import LowresConfig
 
 SHARD_ITEMS = 2048
 LOWRES_FACTOR = 2  # Imagen Video's per-stage factor: TSR doubles the frame rate, SSR the height and width
@@ -44,6 +46,9 @@ class EncodeSettings:
     seed: int = 0
     lowres: str = ""  # "" plain cache; "frames" (TSR) or "space" (SSR): also encode each clip's degraded copy
     crop: tuple[int, int] | None = None  # (height, width) of a random pixel crop of each clip; None: whole frames
+    # "pixel": the degraded copy resampled back onto the clip's grid in pixels before it is encoded (the input of a
+    # stage with stage.lowres.resample: pixel, vidiff.pipelines.lowres); "latent": encoded at its own size
+    resample: str = "latent"
 
 
 _PLAIN_KEYS = ("num_frames", "stride", "size", "windows_per_clip", "image_share", "seed")
@@ -103,11 +108,19 @@ def _meta(vae_dir: str | Path, source: dict, s: EncodeSettings, keys: Sequence[s
     meta["size"] = list(s.size)
     if s.lowres or s.crop is not None:
         meta |= {"lowres": s.lowres, "lowres_factor": LOWRES_FACTOR, "crop": list(s.crop) if s.crop else None}
+    if s.resample != "latent":
+        meta["resample"] = s.resample
     return meta
 
 
+MEASURED_KEYS = ("lowres_residual_std",)  # figures meta.json records about the written cache, not settings
+
+
 def _up_to_date(out: Path, meta: dict) -> bool:
-    return (out / "meta.json").is_file() and json.loads((out / "meta.json").read_text()) == meta
+    if not (out / "meta.json").is_file():
+        return False
+    written = json.loads((out / "meta.json").read_text())
+    return {k: v for k, v in written.items() if k not in MEASURED_KEYS} == meta
 
 
 def _load_vae(vae_dir: str | Path, s: EncodeSettings):
@@ -116,6 +129,11 @@ def _load_vae(vae_dir: str | Path, s: EncodeSettings):
 
     if s.lowres not in ("", *LOWRES_KINDS):
         raise _unknown_lowres(s.lowres)
+    if s.resample not in RESAMPLE_MODES:
+        raise VidiffError(f"encode: unknown --resample {s.resample!r}; use one of {', '.join(RESAMPLE_MODES)}")
+    if s.resample != "latent" and not s.lowres:
+        raise VidiffError(f"encode: --resample {s.resample} resamples the low-res copy of an SR cache; add --lowres "
+                          "frames (TSR) or --lowres space (SSR)")
     vae = CausalVAE3D.from_pretrained(vae_dir).eval()
     tc, sc = vae.config.temporal_compression, vae.config.spatial_compression
     if s.lowres == "frames":
@@ -167,13 +185,18 @@ def _crop(videos: torch.Tensor, s: EncodeSettings, indices: Sequence[int]) -> to
 
 def encode_latents(vae, videos: torch.Tensor) -> torch.Tensor:
     """The latents training sees for `videos` [B, C, T, H, W]: the VAE posterior's mode, normalised."""
-    return vae.normalize_latents(vae.encode(videos).mode())
+    return vae.encode_latents(videos)
 
 
-def _encode_pairs(vae, videos: torch.Tensor, lowres: str) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """(target latents, conditioning latents or None) per clip of `videos` [B, C, T, H, W]."""
+def _encode_pairs(vae, videos: torch.Tensor, s: EncodeSettings) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(target latents, conditioning latents or None) per clip of `videos` [B, C, T, H, W]: the conditioning is the
+    degraded clip's latents, as the stage's low-res input is made from the previous stage's latents."""
     z = encode_latents(vae, videos)
-    low = encode_latents(vae, degrade(videos, lowres)) if lowres else [None] * len(z)
+    if not s.lowres:
+        return [(zi, None) for zi in z]
+    factors = {"frames": (LOWRES_FACTOR, 1), "space": (1, LOWRES_FACTOR)}[s.lowres]
+    how = LowresConfig(temporal_factor=factors[0], spatial_factor=factors[1], resample=s.resample)
+    low = prepare_lowres(vae, encode_latents(vae, degrade(videos, s.lowres)), how)
     return list(zip(z, low, strict=True))
 
 
@@ -211,7 +234,7 @@ def encode_manifest(
             batch = jobs[b : b + batch_size]
             videos = torch.stack([_read_window(read_video, row, start, span, s) for row, start in batch])
             videos = _crop(videos, s, range(b, b + len(batch)))
-            pairs = _encode_pairs(vae, videos, s.lowres)
+            pairs = _encode_pairs(vae, videos, s)
             # window j also gives an image when ceil((j + 1) * share) steps up: the asked share, and at least one
             # image from the first window on, so a small manifest still feeds joint image+video training
             picks = [i for i in range(len(batch)) if _steps_up(b + i, s.image_share)]
@@ -237,12 +260,13 @@ def encode_toyworld(
     progress: bool = True,
     lowres: str = "",
     crop: tuple[int, int] | None = None,
+    resample: str = "latent",
 ) -> Path:
     """Encode `num_clips` rendered toy-world clips (no files in between) into a cache at `out_dir`."""
     from vidiff.toyworld import ToyWorldDataset
 
     s = EncodeSettings(num_frames=num_frames, size=tuple(size), image_share=image_share, seed=seed, lowres=lowres,
-                       crop=tuple(crop) if crop is not None else None)
+                       crop=tuple(crop) if crop is not None else None, resample=resample)
     out = Path(out_dir)
     meta = _meta(vae_dir, {"toyworld": num_clips}, s, ("num_frames", "size", "image_share", "seed"))
     if _up_to_date(out, meta):
@@ -256,7 +280,7 @@ def encode_toyworld(
             for frames in sorted({it["video"].shape[1] for it in items}):  # images and videos batch apart
                 group = [(b + k, it) for k, it in enumerate(items) if it["video"].shape[1] == frames]
                 videos = _crop(torch.stack([it["video"] for _, it in group]), s, [i for i, _ in group])
-                for (z, low), (i, it) in zip(_encode_pairs(vae, videos, s.lowres), group, strict=True):
+                for (z, low), (i, it) in zip(_encode_pairs(vae, videos, s), group, strict=True):
                     writer.add(z, it["caption"], f"toyworld-{seed}-{i:06d}", lowres=low)
     return writer.finish(meta)
 
@@ -271,6 +295,7 @@ class _CacheWriter:
         self.items: list[dict] = []
         self.shard: dict[str, torch.Tensor] = {}
         self.shard_idx, self.in_shard = 0, 0
+        self.residual_sq, self.residual_n = 0.0, 0
 
     def add(self, z: torch.Tensor, caption: str, clip_id: str, lowres: torch.Tensor | None = None) -> None:
         """One item: its latents and, in an SR cache, its conditioning latents under the same index."""
@@ -280,6 +305,9 @@ class _CacheWriter:
         if lowres is not None:
             self.shard[f"lowres_{self.in_shard}"] = lowres.detach().float().cpu().contiguous()
             item |= {"lowres": True, "lowres_frames": int(lowres.shape[1])}
+            if lowres.shape == z.shape:  # on the same grid: what a residual stage would model
+                self.residual_sq += float((z - lowres).double().pow(2).sum())
+                self.residual_n += z.numel()
         self.items.append(item)
         self.in_shard += 1
         if self.in_shard >= SHARD_ITEMS:
@@ -295,6 +323,8 @@ class _CacheWriter:
     def finish(self, meta: dict) -> Path:
         self._flush()
         (self.out / "items.jsonl").write_text("".join(json.dumps(it) + "\n" for it in self.items))
+        if self.residual_n:  # the root mean square of latents - lowres: stage.lowres.residual_scale's value
+            meta = meta | {"lowres_residual_std": round((self.residual_sq / self.residual_n) ** 0.5, 4)}
         (self.out / "meta.json").write_text(json.dumps(meta, indent=2))
         return self.out
 

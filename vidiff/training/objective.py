@@ -59,7 +59,6 @@ class DiffusionObjective(nn.Module):
     def augment_lowres(stage, latents: Tensor, cond: Cond, keys: SampleKeys) -> Cond:
         """A super-resolution stage's low-res input corrupted at a level drawn per sample, uniform in
         [0, stage.lowres.noise_aug_max], by noise from the sample's key (DiffusionStage.augment_lowres)."""
-        stage.check_lowres(cond, tuple(latents.shape))
         lowres = cond.lowres
         level = keys.rand("noise_aug/level", device=lowres.device) * stage.config.lowres.noise_aug_max
         noise = keys.randn("noise_aug/noise", tuple(lowres.shape[1:]), device=lowres.device, dtype=lowres.dtype)
@@ -76,6 +75,9 @@ class DiffusionObjective(nn.Module):
             raise VidiffError(f"{len(keys)} sample keys for a batch of {latents.shape[0]}")
         schedule = stage.schedule
         if stage.config.lowres_channels:
+            stage.check_lowres(cond, tuple(latents.shape))
+            # a residual stage learns the correction to its clean low-res input (before the augmentation below)
+            latents = stage.to_diffusion_space(latents, cond.lowres)
             # Augment, then drop: a dropped row's low-res input is then exactly zeros, what the backbone sees with
             # no low-res input at all, not noise at some level. (Each draw has its own stream: the order changes
             # no draw.)

@@ -107,6 +107,8 @@ def check_lowres_latents(
     latent; else a VidiffError naming both shapes and the fix."""
     stage, where = config.stage, f"latent cache {config.data.latents}"
     kind = "frames" if stage.lowres.temporal_factor > 1 else "space"
+    if stage.lowres.resample != "latent":
+        kind += f" --resample {stage.lowres.resample}"
     if lowres is None:
         raise VidiffError(
             f"the {stage.name} stage is conditioned on low-res latents (lowres_channels={stage.lowres_channels}) but "
@@ -124,7 +126,8 @@ def check_lowres_latents(
             raise VidiffError(
                 f"the {where} pairs latents {list(z)} with low-res latents {list(lr)}, but the {stage.name} stage "
                 f"takes {'none for them' if expected is None else list(expected)} (stage.lowres.temporal_factor="
-                f"{stage.lowres.temporal_factor}, spatial_factor={stage.lowres.spatial_factor}); set the factors to "
+                f"{stage.lowres.temporal_factor}, spatial_factor={stage.lowres.spatial_factor}, resample="
+                f"{stage.lowres.resample}); set them to "
                 f"match the cache or re-encode it with `vidiff encode --lowres {kind}`"
             )
     return lowres
