@@ -161,3 +161,23 @@ def test_the_cascade_hands_a_pixel_stage_the_previous_stages_latents_resampled_t
                           sampling=StageSampling(steps=2, noise_aug_level=0.1))
     assert tsr_out.shape == (1, 4, 5, 8, 8)
     torch.testing.assert_close(tsr_out, expected)
+
+
+def test_training_warns_when_residual_scale_is_far_from_the_caches_residual_std(monkeypatch, tmp_path, caplog):
+    from pathlib import Path
+
+    import vidiff.training.train_stage as ts
+    from vidiff.config import load_config
+    from vidiff.models.text_encoder import TextEncoder
+    from vidiff.training.latent_cache import LatentCache
+
+    root = Path(__file__).resolve().parents[1]
+    z = [torch.randn(4, 5, 8, 8) for _ in range(2)]
+    for std, warned in ((0.09, False), (0.3, True)):  # the toy TSR config's residual_scale is 0.09
+        cache = LatentCache(latents=z, captions=["a red circle"] * 2, vae_dir=tmp_path, lowres=z, residual_std=std)
+        monkeypatch.setattr(ts, "load_latent_cache", lambda path, c=cache: c)
+        cfg = load_config(ts.TrainRunConfig, root / "configs/toy/tsr.yaml", ["data.latents=cache"])
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="vidiff.training.train_stage"):
+            ts.build_dataset(cfg, TextEncoder(cfg.text))
+        assert ("set stage.lowres.residual_scale=0.3" in caplog.text) == warned

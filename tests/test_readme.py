@@ -43,6 +43,7 @@ def test_the_readme_shows_the_uses_it_promises():
 
 def test_every_readme_command_runs_as_written(tmp_path, monkeypatch, capsys):
     from vidiff.cli import build_parser, main
+    from vidiff.video import probe_video
 
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     monkeypatch.chdir(tmp_path)
@@ -62,8 +63,10 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch, capsys):
             argv += TOY_SIZE.get(argv[1], [])
             assert main(argv[1:]) == 0, f"README command failed: {command}\n{capsys.readouterr().err[-2000:]}"
             ran.append(argv[1])
-    assert ran == ["toyworld", "curate", "train-vae", "encode", "train", "generate", "eval", "python example"]
+    assert ran == ["toyworld", "curate", "train-vae", "encode", "train", "generate", "encode", "train", "encode", "train",
+                   "cascade", "generate", "eval", "python example"]
     assert (tmp_path / "gen" / "0000.mp4").is_file() and (tmp_path / "out.mp4").is_file()
+    assert probe_video(tmp_path / "gen_cascade" / "0000.mp4").num_frames == 17  # base, TSR, SSR
 
 
 @pytest.mark.skipif(shutil.which("vidiff") is None, reason="the vidiff entry point is not installed")

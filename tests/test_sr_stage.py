@@ -258,8 +258,8 @@ def test_toy_sr_configs_build_and_take_a_low_res_input_of_the_expected_shape(nam
 
 
 @pytest.mark.parametrize("name, lowres, params", [
-    ("tsr", (16, 5, 32, 32), 559_461_136),
-    ("ssr", (16, 5, 32, 32), 300_834_256),
+    ("tsr", (16, 9, 32, 32), 559_461_136),  # pixel-resampled inputs, on the stage's own grid
+    ("ssr", (16, 5, 64, 64), 300_834_256),
 ])
 def test_gpu_sr_configs_take_a_low_res_input_of_the_expected_shape_on_meta(name, lowres, params):
     run = load_config(TrainRunConfig, ROOT / f"configs/gpu/{name}.yaml")

@@ -61,6 +61,7 @@ class LatentCache:
     vae_dir: Path
     lowres: list[torch.Tensor] | None = None  # conditioning latents in the order of `latents`; None: no SR cache
     lowres_kind: str = ""  # "frames" (TSR) or "space" (SSR); "" without lowres
+    residual_std: float | None = None  # std of latents - lowres where both share a grid (meta.json), else None
 
 
 def degrade(video: torch.Tensor, lowres: str) -> torch.Tensor:
@@ -359,4 +360,5 @@ def load_latent_cache(path: str | Path) -> LatentCache:
     if empty == len(captions):
         raise VidiffError(f"latent cache {out}: no item has a caption; text-conditioned training needs captions")
     return LatentCache(latents=latents, captions=captions, vae_dir=Path(meta["vae_dir"]),
-                       lowres=lowres if kind else None, lowres_kind=kind)
+                       lowres=lowres if kind else None, lowres_kind=kind,
+                       residual_std=meta.get("lowres_residual_std"))

@@ -8,6 +8,7 @@ Only rank 0 writes.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from vidiff.training.batching import JointBatchSampler, StepKeyedLoader, SyncSam
 from vidiff.training.diffusion_module import DiffusionModule, DiffusionTrainConfig
 from vidiff.training.latent_cache import load_latent_cache
 from vidiff.training.quiet import quiet_lightning
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,6 +94,12 @@ def build_dataset(config: TrainRunConfig, text_encoder: TextEncoder) -> tuple[La
             "stage.latent_height/latent_width to match"
         )
     lowres = check_lowres_latents(config, cache.latents, cache.lowres) if stage.lowres_channels else None
+    scale = stage.lowres.residual_scale if stage.lowres_channels else 0.0
+    if scale and cache.residual_std and not 0.5 <= cache.residual_std / scale <= 2.0:
+        # the diffusion then runs on residuals of std far from 1, which its schedule and loss weighting assume
+        log.warning("the residual stage's stage.lowres.residual_scale=%s is far from the std of the residuals in %s "
+                    "(%s, meta.json lowres_residual_std); set stage.lowres.residual_scale=%s",
+                    scale, config.data.latents, cache.residual_std, cache.residual_std)
     if text_encoder.dim != stage.text_dim:
         raise VidiffError(
             f"the text encoder gives features of width {text_encoder.dim} but the denoiser attends to "
