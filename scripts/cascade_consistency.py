@@ -1,7 +1,8 @@
 """Consistency of a cascade on held-out toy prompts (docs/evaluation.md): its final output brought back to the base
 grid against the base output (PSNR), the oracle on both, toy FVD beside them.
 
-    python scripts/cascade_consistency.py --checkpoint runs/cascade [--seeds-per-prompt 6] [--fvd] [--out DIR]
+    python scripts/cascade_consistency.py --checkpoint runs/cascade [--seeds-per-prompt 6] [--fvd] [--set ssr.cfg=1]
+        [--out DIR]
 
 The prompts are the demo's held-out ones (12 colour/shape/direction combinations no training clip shows, for the
 demo's `--demo-seed`), each with `--seeds-per-prompt` seeds: 72 videos by default. Exits 2 with the reason on a bad
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="video i is sampled with seed + i")
     p.add_argument("--fvd", action="store_true", help="toy FVD of the base and the final videos too (trains the toy "
                                                       "classifier on first use, a few minutes, then cached)")
+    p.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                   help="a stage's sampling setting, as `vidiff generate --set` (repeatable), e.g. ssr.cfg=1")
     p.add_argument("--out", default="cascade_consistency", help="folder for the videos and consistency.json")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts = [q for q in heldout_prompts(holdout_triples(args.demo_seed)) for _ in range(args.seeds_per_prompt)]
     try:
         result = evaluate_cascade(args.checkpoint, prompts, seed=args.seed, fvd=args.fvd, out_dir=args.out,
-                                  progress=not args.quiet)
+                                  progress=not args.quiet, overrides=args.set)
     except VidiffError as exc:
         print(f"cascade_consistency: error: {exc}", file=sys.stderr)
         return 2

@@ -248,7 +248,7 @@ def test_consistency_runs_the_cascade_once_and_keeps_its_base_and_final_videos(c
     result = evaluate_cascade(cascade, prompts, seed=5, out_dir=tmp_path / "pairs")
     assert result["factors"] == {"frames": 2, "space": 2} and result["n_videos"] == 2
     assert len(result["psnr_db_each"]) == 2 and all(5 < db < 60 for db in result["psnr_db_each"])
-    assert set(result["oracle"]) == {"base", "final"}
+    assert set(result["oracle"]) == {"base", "final", "final_on_base_grid"}
     assert [probe_video(tmp_path / "pairs" / name / "0001.mp4").num_frames for name in ("base", "final")] == [9, 17]
     assert json.loads((tmp_path / "pairs" / "consistency.json").read_text())["psnr_db"] == pytest.approx(result["psnr_db"])
     assert "PSNR against the base output" in format_consistency(result)

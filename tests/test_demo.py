@@ -43,7 +43,7 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tiny_demo, tmp_path):
     assert [r["model"] for r in report["training"]] == ["VAE", "base DiT", "TSR stage", "SSR stage"]
     # the cascade: held-out prompts through base -> TSR -> SSR, each final video beside its base video
     assert len(list(media.glob("cascade_*.*"))) == 12
-    assert 0 < report["cascade"]["psnr_db"] < 100 and set(report["cascade"]["oracle"]) == {"base", "final"}
+    assert 0 < report["cascade"]["psnr_db"] < 100 and set(report["cascade"]["oracle"]) == {"base", "final", "final_on_base_grid"}
     assert [p.name for p in sorted((demo / "cascade").iterdir())] == ["base", "pipeline.yaml", "ssr", "text_encoder",
                                                                       "tsr", "vae"]
     assert report["host"]["matmul_gflops"] > 0 and report["host"]["conv_step_ms"] > 0  # this machine's reference speed
