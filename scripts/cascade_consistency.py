@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
                                                       "classifier on first use, a few minutes, then cached)")
     p.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
                    help="a stage's sampling setting, as `vidiff generate --set` (repeatable), e.g. ssr.cfg=1")
+    p.add_argument("--stages", help="run only the cascade's first stages, e.g. base,tsr (as `vidiff generate`)")
     p.add_argument("--out", default="cascade_consistency", help="folder for the videos and consistency.json")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     prompts = [q for q in heldout_prompts(holdout_triples(args.demo_seed)) for _ in range(args.seeds_per_prompt)]
     try:
         result = evaluate_cascade(args.checkpoint, prompts, seed=args.seed, fvd=args.fvd, out_dir=args.out,
-                                  progress=not args.quiet, overrides=args.set)
+                                  progress=not args.quiet, overrides=args.set,
+                                  stages=args.stages.split(",") if args.stages else None)
     except VidiffError as exc:
         print(f"cascade_consistency: error: {exc}", file=sys.stderr)
         return 2

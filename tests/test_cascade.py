@@ -252,10 +252,13 @@ def test_consistency_runs_the_cascade_once_and_keeps_its_base_and_final_videos(c
     assert [probe_video(tmp_path / "pairs" / name / "0001.mp4").num_frames for name in ("base", "final")] == [9, 17]
     assert json.loads((tmp_path / "pairs" / "consistency.json").read_text())["psnr_db"] == pytest.approx(result["psnr_db"])
     assert "PSNR against the base output" in format_consistency(result)
+    # the first stages only: the TSR's output against the base's
+    _, final, factors, fps = generate_base_and_final(cascade, prompts[:1], seed=5, stages=["base", "tsr"])
+    assert final[0].shape == (3, 17, 32, 32) and factors == (2, 1) and fps == (6, 12)
 
 
 def test_consistency_refuses_a_single_stage_pipeline(exports):
     from vidiff.eval.cascade_consistency import evaluate_cascade
 
-    with pytest.raises(VidiffError, match="holds one stage"):
+    with pytest.raises(VidiffError, match="runs one stage here"):
         evaluate_cascade(exports["base"], [PROMPT])

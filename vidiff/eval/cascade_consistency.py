@@ -41,17 +41,19 @@ def to_base_grid(video: Tensor, frames_factor: int, space_factor: int) -> Tensor
 def generate_base_and_final(
     checkpoint: str | Path, prompts: Sequence[str], seed: int = 0, device: str = "cpu", progress: bool = False,
     overrides: Sequence[str] = (),
+    stages: Sequence[str] | None = None,
 ) -> tuple[list[Tensor], list[Tensor], tuple[int, int], tuple[int, int]]:
-    """Prompt i with seed `seed + i` through the whole cascade once (as `vidiff generate` does, `overrides` as its
-    --set): the base stage's videos and the last stage's ([C, T, H, W] in [-1, 1]), the cascade's (frames, space)
-    factors and the frame rates (base, final)."""
+    """Prompt i with seed `seed + i` through the cascade's leading `stages` (all by default) once, as `vidiff
+    generate` does (`overrides` as its --set): the base stage's videos and the last stage's ([C, T, H, W] in
+    [-1, 1]), the (frames, space) factors between them and the frame rates (base, final)."""
     from vidiff.pipelines.text_to_video import TextToVideo
 
-    pipe = TextToVideo(checkpoint, device=device, overrides=overrides)
+    pipe = TextToVideo(checkpoint, device=device, stages=stages, overrides=overrides)
     if len(pipe.cascade.stages) < 2:
         raise VidiffError(
-            f"{checkpoint} holds one stage ({pipe.stage.config.name}); consistency compares a cascade's base stage "
-            "with its last stage: pass a cascade folder (`vidiff cascade --stage BASE --stage TSR --stage SSR`)"
+            f"{checkpoint} runs one stage here ({pipe.stage.config.name}); consistency compares a cascade's base stage "
+            "with its last stage: pass a cascade folder (`vidiff cascade --stage BASE --stage TSR --stage SSR`) and "
+            "at least two of its stages"
         )
     base, final = [], []
     for i, prompt in enumerate(tqdm(prompts, desc="cascade", unit="video", disable=not progress)):
@@ -130,11 +132,13 @@ def evaluate_cascade(
     device: str = "cpu",
     progress: bool = False,
     overrides: Sequence[str] = (),
+    stages: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """`generate_base_and_final`, then `consistency_scores`; with `out_dir`, the videos go there too as mp4
     (base/NNNN.mp4, final/NNNN.mp4) with prompts.jsonl, and the result as consistency.json."""
-    base, final, factors, fps = generate_base_and_final(checkpoint, prompts, seed, device, progress, overrides)
+    base, final, factors, fps = generate_base_and_final(checkpoint, prompts, seed, device, progress, overrides, stages)
     result = {"checkpoint": str(checkpoint), "prompts": list(prompts), "seed": seed, "overrides": list(overrides),
+              "stages": list(stages) if stages else None,
               "factors": {"frames": factors[0], "space": factors[1]}, "fps": {"base": fps[0], "final": fps[1]},
               **consistency_scores(prompts, base, final, factors, fvd, progress)}
     if out_dir is not None:

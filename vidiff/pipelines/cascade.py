@@ -207,9 +207,9 @@ class Cascade:
         return self.sample_stages(cond, seed, progress)[-1]
 
     def sample_stages(self, cond: Cond, seed: int = 0, progress: bool = False) -> list[Tensor]:
-        """Every stage's latents [B, C, T, h, w] for the prompts in `cond`, in order; each super-resolution stage
-        takes the previous stage's latents as Cond.lowres, with the same text. One progress bar per stage, labelled
-        with it."""
+        """Every stage's latents [B, C, T, h, w] for the prompts in `cond`, in order; each super-resolution stage's
+        Cond.lowres is made from the previous stage's latents (`prepare_lowres`), with the same text. One progress
+        bar per stage, labelled with it."""
         outputs: list[Tensor] = []
         for i, (stage, s) in enumerate(zip(self.stages, self.settings, strict=True)):
             latents = outputs[-1] if outputs else None

@@ -240,7 +240,7 @@ class DiffusionStage(PretrainedMixin, nn.Module):
         gen = torch.Generator(device="cpu").manual_seed(seed)
         x_T = torch.randn(shape, generator=gen).to(device)
         cond = cond.to(device)
-        clean_lowres = cond.lowres  # a residual stage's samples are added to it before augmentation
+        clean_lowres = cond.lowres  # the input before its augmentation: a residual stage's samples are added to it
         if c.lowres_channels:
             self.check_lowres(cond, shape)
             # a pipeline's per-stage settings (vidiff.pipelines.cascade.StageSampling) may fix another level
