@@ -51,7 +51,7 @@ def main() -> None:
     print("noise  colour  shape  motion")
     for std in args.noise:
         with torch.no_grad():
-            video = vae.decode(vae.denormalize_latents(z + std * torch.randn(z.shape, generator=gen))).clamp(-1, 1)
+            video = vae.decode_latents(z + std * torch.randn(z.shape, generator=gen))
         items = [(f"clip {i}", v, c) for i, v, c in zip(picked, video, captions, strict=True)]
         s = oracle_metric(items, oracle=oracle, progress=False)
         print(f"{std:5.2f}  {s['color_accuracy']:6.2f}  {s['shape_accuracy']:5.2f}  {s['motion_accuracy']:6.2f}", flush=True)

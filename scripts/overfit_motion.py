@@ -86,7 +86,7 @@ def main() -> None:
             Cond(text=encoded["text"][i : i + 1], text_mask=encoded["text_mask"][i : i + 1]), seed=i
         )
         with torch.no_grad():
-            videos.append(vae.decode(vae.denormalize_latents(z)).clamp(-1, 1)[0])
+            videos.append(vae.decode_latents(z)[0])
     scores = oracle_metric([(f"video {i}", v, p) for i, (v, p) in enumerate(zip(videos, prompts, strict=True))], progress=False)
     print("oracle:", {k: round(scores[f"{k}_accuracy"], 3) for k in ATTRIBUTES})
     print(

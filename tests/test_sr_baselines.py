@@ -23,7 +23,7 @@ from vidiff.pipelines.lowres import bicubic_upsample, blend_frames
 from vidiff.pipelines.pipeline_folder import save_pipeline
 from vidiff.pipelines.stage import DiffusionStage, LowresConfig, SamplingConfig, StageConfig
 from vidiff.toyworld import ToyWorldDataset
-from vidiff.training.latent_cache import degrade, encode_latents
+from vidiff.training.latent_cache import degrade
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -121,9 +121,9 @@ def test_the_command_reports_every_row_for_each_sr_stage(tmp_path, tiny_vae_dir,
         def decode(z):
             return vae.decode(vae.denormalize_latents(z)).clamp(-1, 1)
 
-        ceiling = psnr(decode(encode_latents(vae, clips)), clips).mean().item()
-        blended = blend_frames(decode(encode_latents(vae, degrade(clips, "frames"))), 2)
-        blended_roundtrip = decode(encode_latents(vae, blended))
+        ceiling = psnr(decode(vae.encode_latents(clips)), clips).mean().item()
+        blended = blend_frames(decode(vae.encode_latents(degrade(clips, "frames"))), 2)
+        blended_roundtrip = decode(vae.encode_latents(blended))
     inbetween = psnr(blended[:, :, 1::2], clips[:, :, 1::2]).mean().item()
     inbetween_roundtrip = psnr(blended_roundtrip[:, :, 1::2], clips[:, :, 1::2]).mean().item()
     assert tsr["rows"][3]["psnr_all"] == pytest.approx(ceiling, abs=1e-4)

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from einops import reduce
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from vidiff.errors import VidiffError
+from vidiff.pipelines.lowres import downsample_grid
 
 PSNR_TARGET_DB = 24.0
 ORACLE_TOLERANCE = 0.05
@@ -34,8 +34,7 @@ def to_base_grid(video: Tensor, frames_factor: int, space_factor: int) -> Tensor
             f"a video of {video.shape[-3]} frames of {h}x{w} is not on a grid {frames_factor}x finer in time and "
             f"{space_factor}x in space than a base grid (frames - 1 and the sides must divide by those factors)"
         )
-    kept = video[..., ::frames_factor, :, :]
-    return reduce(kept, "... t (h a) (w b) -> ... t h w", "mean", a=space_factor, b=space_factor)
+    return downsample_grid(video, frames_factor, space_factor)
 
 
 def generate_base_and_final(

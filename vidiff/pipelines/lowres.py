@@ -7,7 +7,7 @@ prepare it here, so the three see one input."""
 from __future__ import annotations
 
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, reduce
 from torch import Tensor
 
 from vidiff.errors import VidiffError
@@ -38,6 +38,14 @@ def resample_pixels(video: Tensor, temporal_factor: int, spatial_factor: int) ->
     """[B, C, T', H', W'] pixels onto a grid `temporal_factor` x finer in time (1 + f (T' - 1) frames) and
     `spatial_factor` x in height and width: frame blending, then bicubic upsampling."""
     return bicubic_upsample(blend_frames(video, temporal_factor), spatial_factor)
+
+
+def downsample_grid(video: Tensor, temporal_factor: int, spatial_factor: int) -> Tensor:
+    """[..., C, T, H, W] pixels onto a grid `temporal_factor` x coarser in time (every f-th frame: the first and last
+    of 1 + f k frames) and `spatial_factor` x in height and width (block means, an antialiased area resize): how SR
+    training degrades its targets, and how a cascade's output is brought back to its base grid."""
+    kept = video[..., ::temporal_factor, :, :]
+    return reduce(kept, "... t (h a) (w b) -> ... t h w", "mean", a=spatial_factor, b=spatial_factor)
 
 
 def prepare_lowres(vae, latents: Tensor, lowres) -> Tensor:

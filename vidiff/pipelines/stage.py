@@ -153,6 +153,11 @@ class StageConfig:
         return self.lowres_channels, frames, height, width
 
     @property
+    def residual_scale(self) -> float:
+        """stage.lowres.residual_scale of a super-resolution stage (a residual one when > 0); 0 for a base stage."""
+        return self.lowres.residual_scale if self.lowres_channels else 0.0
+
+    @property
     def lowres_frame_step(self) -> int:
         """Latent frames of the stage per latent frame of its low-res input (temporal windows slice it by this)."""
         return self.lowres.temporal_factor if self.lowres.resample == "latent" else 1
@@ -206,12 +211,12 @@ class DiffusionStage(PretrainedMixin, nn.Module):
     def to_diffusion_space(self, latents: Tensor, lowres: Tensor | None) -> Tensor:
         """What the stage's diffusion runs on for target `latents` and their clean low-res input: a residual
         stage's (latents - lowres) / residual_scale, else the latents themselves."""
-        scale = self.config.lowres.residual_scale if self.config.lowres_channels else 0.0
+        scale = self.config.residual_scale
         return (latents - lowres) / scale if scale else latents
 
     def from_diffusion_space(self, x: Tensor, lowres: Tensor | None) -> Tensor:
         """The latents of a sample `x` of the stage's diffusion (`to_diffusion_space` undone)."""
-        scale = self.config.lowres.residual_scale if self.config.lowres_channels else 0.0
+        scale = self.config.residual_scale
         return lowres + scale * x if scale else x
 
     def guided(self, cond: Cond, sampling: SamplingConfig) -> DenoiseFn:

@@ -59,18 +59,14 @@ class TextToVideo:
     @torch.no_grad()
     def __call__(self, prompts: list[str], seed: int = 0, progress: bool = False) -> torch.Tensor:
         """Videos [B, C, T, H, W] in [-1, 1] for `prompts`; the same seed gives the same videos."""
-        return self.decode(self.cascade.sample(self.text_encoder.cond(prompts), seed=seed, progress=progress))
+        return self.vae.decode_latents(self.cascade.sample(self.text_encoder.cond(prompts), seed=seed, progress=progress))
 
     @torch.no_grad()
     def stage_videos(self, prompts: list[str], seed: int = 0, progress: bool = False) -> list[torch.Tensor]:
         """Every stage's videos [B, C, T, H, W] in [-1, 1] for `prompts` from one run of the cascade, in stage order;
         the last is what `__call__` returns for the same seed."""
         stage_latents = self.cascade.sample_stages(self.text_encoder.cond(prompts), seed=seed, progress=progress)
-        return [self.decode(z) for z in stage_latents]
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Pixels [B, C, T, H, W] in [-1, 1] of a stage's (normalised) latents."""
-        return self.vae.decode_latents(latents)
+        return [self.vae.decode_latents(z) for z in stage_latents]
 
 
 def generate_videos(

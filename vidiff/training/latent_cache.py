@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from einops import reduce
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from vidiff.errors import VidiffError
-from vidiff.pipelines.lowres import RESAMPLE_MODES, prepare_lowres
+from vidiff.pipelines.lowres import RESAMPLE_MODES, downsample_grid, prepare_lowres
 from vidiff.pipelines.stage import LowresConfig
 
 SHARD_ITEMS = 2048
@@ -71,9 +70,9 @@ def degrade(video: torch.Tensor, lowres: str) -> torch.Tensor:
     LOWRES_FACTOR x LOWRES_FACTOR pixel blocks, an area resize, so it is antialiased.
     """
     if lowres == "frames":
-        return video[..., ::LOWRES_FACTOR, :, :]
+        return downsample_grid(video, LOWRES_FACTOR, 1)
     if lowres == "space":
-        return reduce(video, "... t (h a) (w b) -> ... t h w", "mean", a=LOWRES_FACTOR, b=LOWRES_FACTOR)
+        return downsample_grid(video, 1, LOWRES_FACTOR)
     raise _unknown_lowres(lowres)
 
 
@@ -184,20 +183,15 @@ def _crop(videos: torch.Tensor, s: EncodeSettings, indices: Sequence[int]) -> to
     return torch.stack(out)
 
 
-def encode_latents(vae, videos: torch.Tensor) -> torch.Tensor:
-    """The latents training sees for `videos` [B, C, T, H, W]: the VAE posterior's mode, normalised."""
-    return vae.encode_latents(videos)
-
-
 def _encode_pairs(vae, videos: torch.Tensor, s: EncodeSettings) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """(target latents, conditioning latents or None) per clip of `videos` [B, C, T, H, W]: the conditioning is the
     degraded clip's latents, as the stage's low-res input is made from the previous stage's latents."""
-    z = encode_latents(vae, videos)
+    z = vae.encode_latents(videos)
     if not s.lowres:
         return [(zi, None) for zi in z]
     factors = {"frames": (LOWRES_FACTOR, 1), "space": (1, LOWRES_FACTOR)}[s.lowres]
     how = LowresConfig(temporal_factor=factors[0], spatial_factor=factors[1], resample=s.resample)
-    low = prepare_lowres(vae, encode_latents(vae, degrade(videos, s.lowres)), how)
+    low = prepare_lowres(vae, vae.encode_latents(degrade(videos, s.lowres)), how)
     return list(zip(z, low, strict=True))
 
 
@@ -239,7 +233,7 @@ def encode_manifest(
             # window j also gives an image when ceil((j + 1) * share) steps up: the asked share, and at least one
             # image from the first window on, so a small manifest still feeds joint image+video training
             picks = [i for i in range(len(batch)) if _steps_up(b + i, s.image_share)]
-            zi = encode_latents(vae, videos[picks, :, :1]) if picks else []
+            zi = vae.encode_latents(videos[picks, :, :1]) if picks else []
             images = dict(zip(picks, zi, strict=True))
             for i, (row, _) in enumerate(batch):
                 caption, clip_id = row.get("caption") or "", str(row.get("id", ""))

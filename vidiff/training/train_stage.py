@@ -94,7 +94,7 @@ def build_dataset(config: TrainRunConfig, text_encoder: TextEncoder) -> tuple[La
             "stage.latent_height/latent_width to match"
         )
     lowres = check_lowres_latents(config, cache.latents, cache.lowres) if stage.lowres_channels else None
-    scale = stage.lowres.residual_scale if stage.lowres_channels else 0.0
+    scale = stage.residual_scale
     if scale and cache.residual_std and not 0.5 <= cache.residual_std / scale <= 2.0:
         # the diffusion then runs on residuals of std far from 1, which its schedule and loss weighting assume
         log.warning("the residual stage's stage.lowres.residual_scale=%s is far from the std of the residuals in %s "
