@@ -322,3 +322,17 @@ def test_fold_and_unfold_shortcuts_invert_block_constant_video():
     torch.testing.assert_close(chunked, z)
     noisy = x + 0.1 * torch.randn_like(x)
     assert (unfold(fold(noisy)) - noisy).abs().max() > 1e-2
+
+
+def test_vae_per_frame_script_prints_each_frames_psnr(tiny_vae_dir, tmp_path):
+    import subprocess
+    import sys
+
+    script = [sys.executable, str(ROOT / "scripts/vae_per_frame.py"), "--clips", "2", "--frames", "9", "17"]
+    ran = subprocess.run([*script, "--checkpoint", str(tiny_vae_dir)], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    lines = ran.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["9 frames", "17 frames"]
+    assert [len(line.split("per frame ")[1].split()) for line in lines] == [9, 17]
+    bad = subprocess.run([*script, "--checkpoint", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "vae_per_frame: error:" in bad.stderr
