@@ -108,7 +108,11 @@ def stage_step_section(config: Path, compiled: bool, repeats: int) -> Callable[[
         if sc.lowres_channels:  # a super-resolution stage: its low-res input, noise-augmented as in training
             low = torch.randn(1, *sc.lowres_shape(*shape[2:]), device="cuda", generator=gen)
             level = torch.full((1,), sc.lowres.noise_aug_max / 2, device="cuda")
-            cond = stage.augment_lowres(dataclasses.replace(cond, lowres=low), level, torch.randn_like(low))
+            cond = stage.augment_input(dataclasses.replace(cond, lowres=low), level, torch.randn_like(low))
+        if sc.image_channels:  # an image-to-video stage: the first frame's latent, noise-augmented as in training
+            image = torch.randn(1, sc.image_channels, 1, *shape[3:], device="cuda", generator=gen)
+            level = torch.full((1,), sc.image.noise_aug_max / 2, device="cuda")
+            cond = stage.augment_input(dataclasses.replace(cond, image_latent=image), level, torch.randn_like(image))
         forward = maybe_compile(stage, compiled, f"the {name} stage")
 
         def step() -> None:
@@ -118,6 +122,7 @@ def stage_step_section(config: Path, compiled: bool, repeats: int) -> Callable[[
             out.float().square().mean().backward()
 
         lowres = f", low-res {list(cond.lowres.shape)}" if cond.lowres is not None else ""
+        lowres += f", image {list(cond.image_latent.shape)}" if cond.image_latent is not None else ""
         print(f"{name}: {params / 1e9:.2f}B parameters, latents {list(shape)}{lowres}, text [1, {length}, {sc.text_dim}], "
               f"gradient checkpointing {'on' if getattr(stage.denoiser.config, 'gradient_checkpointing', False) else 'off'}")
         if compiled:

@@ -93,7 +93,7 @@ def test_vidiff_cascade_then_generate_runs_every_stage_or_the_first_ones(exports
     index = read_index(out)
     assert index.stages == ["base", "tsr", "ssr"]
     assert index.sampling["tsr"] == {"sampler": "dpmpp_2m", "steps": 2, "cfg": 2.0, "guidance_rescale": 0.0,
-                                     "noise_aug_level": 0.1}
+                                     "image_cfg": 1.0, "noise_aug_level": 0.1}
     assert index.sampling["base"]["noise_aug_level"] is None
 
     def generate(name: str, *extra: str):
@@ -124,14 +124,14 @@ def test_each_sr_stage_takes_the_previous_stages_latents_with_its_own_noise(casc
         return out
 
     levels = {}
-    augment = DiffusionStage.augment_lowres
+    augment = DiffusionStage.augment_input
 
     def recording_level(stage, cond, level, noise):
         levels[stage.config.name] = level.tolist()
         return augment(stage, cond, level, noise)
 
     monkeypatch.setattr(DiffusionStage, "sample", recording)
-    monkeypatch.setattr(DiffusionStage, "augment_lowres", recording_level)
+    monkeypatch.setattr(DiffusionStage, "augment_input", recording_level)
     pipe = TextToVideo(cascade, overrides=["ssr.noise_aug_level=0.3"])
     video = pipe([PROMPT], seed=3)
     assert video.shape == (1, 3, 17, 64, 64)

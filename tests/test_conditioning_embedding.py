@@ -72,15 +72,22 @@ def test_resize_passes_a_video_on_the_grid_through_and_repeats_an_image():
 # ---------------------------------------------------------------------------- concat
 
 
-def test_concat_appends_lowres_then_image_and_zeros_for_absent_fields():
+def test_concat_appends_lowres_then_image_and_its_mask_and_zeros_for_absent_fields():
     cfg = ConditioningConfig(text_dim=8, lowres_channels=2, image_channels=3)
     x = torch.randn(2, 4, 3, 8, 8)
     none = concat_conditioning(x, _cond(), cfg)
-    assert none.shape == (2, 9, 3, 8, 8) and torch.equal(none[:, :4], x) and not none[:, 4:].any()
+    assert none.shape == (2, 10, 3, 8, 8) and torch.equal(none[:, :4], x) and not none[:, 4:].any()
     lowres, image = torch.randn(2, 2, 2, 4, 4), torch.randn(2, 3, 1, 8, 8)
     full = concat_conditioning(x, _cond(lowres=lowres, image_latent=image), cfg)
     assert torch.equal(full[:, 4:6], resize_latent_video(lowres, 3, 8, 8))
-    assert torch.equal(full[:, 6:, :1], image) and not full[:, 6:, 1:].any()
+    # the image on every frame, the mask on the conditioning frame
+    assert torch.equal(full[:, 6:9], image.expand(-1, -1, 3, -1, -1))
+    assert torch.equal(full[:, 9, 0], torch.ones(2, 8, 8)) and not full[:, 9, 1:].any()
+    # a row whose image is zeros (dropped) has no conditioning frame
+    dropped = image.clone()
+    dropped[1] = 0
+    mask = concat_conditioning(x, _cond(lowres=lowres, image_latent=dropped), cfg)[:, 9]
+    assert mask[0, 0].eq(1).all() and not mask[1].any()
     assert concat_conditioning(x, _cond(lowres=lowres), ConditioningConfig(text_dim=8)) is x
 
 

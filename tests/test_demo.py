@@ -24,6 +24,8 @@ def tiny_demo(tmp_path_factory):
         "seeds_per_prompt=1", "train_prompts_to_score=2", "vae_overrides=[train.steps=10,data.num_samples=32]",
         "base_overrides=[train.max_steps=10,train.steps_per_epoch=5,stage.sampling.steps=3,train.compile=false]",
         *(f"{sr}_overrides=[train.max_steps=4,train.steps_per_epoch=2,train.log_every=1,stage.sampling.steps=2]" for sr in ("tsr", "ssr")),
+        "i2v_overrides=[train.max_steps=4,train.steps_per_epoch=2,train.log_every=1,stage.sampling.steps=2,train.compile=false]",
+        "i2v_stills_per_triple=1",
     ]
     first = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -40,7 +42,10 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tiny_demo, tmp_path):
     media = demo / "report" / "media"
     assert len(list(media.glob("heldout_000.*"))) == 1
     assert all((media / f"{name}.png").is_file() for name in ("scores", "training_vae", "training_base", "timings"))
-    assert [r["model"] for r in report["training"]] == ["VAE", "base DiT", "TSR stage", "SSR stage"]
+    assert [r["model"] for r in report["training"]] == ["VAE", "base DiT", "TSR stage", "SSR stage", "I2V stage"]
+    # image-to-video: the I2V stage fine-tuned from the base stage animates one held-out still per triple
+    assert len(list(media.glob("i2v_*.*"))) == 12 and report["i2v"]["videos"] == 12
+    assert (demo / "i2v" / "export" / "i2v" / "model.safetensors").is_file()
     # the cascade: held-out prompts through base -> TSR -> SSR, each final video beside its base video
     assert len(list(media.glob("cascade_*.*"))) == 12
     assert 0 < report["cascade"]["psnr_db"] < 100 and set(report["cascade"]["oracle"]) == {"base", "final", "final_on_base_grid"}
@@ -51,7 +56,7 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tiny_demo, tmp_path):
     # a second run finds every step's outputs and skips the training
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]
-    for stage in ("base", "tsr", "ssr"):
+    for stage in ("base", "tsr", "ssr", "i2v"):
         trained = [p for p in (demo / stage / "logs").glob("version_*/metrics.csv") if "train/loss" in p.read_text()]
         assert [p.parent.name for p in trained] == ["version_0"]  # the rerun trained no step
     # scripts/base_stage_experiment.py reruns only the base-stage step on the demo's latents and scores it the same way

@@ -23,4 +23,4 @@ def test_gpu_check_imports_safely_and_finds_the_stage_configs():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # defines, runs nothing
     names = [p.name for p in module.stage_configs()]
-    assert names == ["base_dit.yaml", "base_unet.yaml", "ssr.yaml", "tsr.yaml"]  # not vae.yaml
+    assert names == ["base_dit.yaml", "base_unet.yaml", "i2v.yaml", "ssr.yaml", "tsr.yaml"]  # not vae.yaml

@@ -15,8 +15,9 @@ README = ROOT / "README.md"
 TOY_SIZE = {
     "train-vae": ["train.steps=2", "data.num_samples=8", "eval.num_samples=2", "train.checkpoint_every=1"],
     "train": ["train.max_steps=2", "train.steps_per_epoch=2", "train.batch_size=4", "train.image_batch_size=4",
-              "stage.sampling.steps=2"],
+              "stage.sampling.steps=2", "train.compile=false"],
 }
+PICTURE = "picture.png"  # the user's image in the README's `vidiff animate`: a toy-world still stands in for it
 INSTALL_AND_DEMO = ("pip install", "vidiff demo")  # the two first commands: CI and the slow demo test run them
 
 
@@ -37,7 +38,7 @@ def commands(code: str) -> list[str]:
 
 def test_the_readme_shows_the_uses_it_promises():
     shown = [c for lang, code, _ in readme_blocks() if lang == "bash" for c in commands(code)]
-    for sub in ("curate", "train-vae", "encode", "train", "generate", "eval"):
+    for sub in ("curate", "train-vae", "encode", "train", "generate", "animate", "eval"):
         assert any(shlex.split(c)[:2] == ["vidiff", sub] for c in shown), f"the README shows no `vidiff {sub}`"
 
 
@@ -47,6 +48,7 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch, capsys):
 
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     monkeypatch.chdir(tmp_path)
+    write_still(tmp_path / PICTURE)
     ran = []
     for lang, code, needs_weights in readme_blocks():
         if lang == "python":
@@ -64,9 +66,20 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch, capsys):
             assert main(argv[1:]) == 0, f"README command failed: {command}\n{capsys.readouterr().err[-2000:]}"
             ran.append(argv[1])
     assert ran == ["toyworld", "curate", "train-vae", "encode", "train", "generate", "encode", "train", "encode", "train",
-                   "cascade", "generate", "eval", "python example"]
+                   "cascade", "generate", "train", "animate", "eval", "python example"]
     assert (tmp_path / "gen" / "0000.mp4").is_file() and (tmp_path / "out.mp4").is_file()
     assert probe_video(tmp_path / "gen_cascade" / "0000.mp4").num_frames == 17  # base, TSR, SSR
+    assert probe_video(tmp_path / "anim" / "0000.mp4").num_frames == 9
+
+
+def write_still(path: Path) -> None:
+    from PIL import Image
+
+    from vidiff.toyworld import SceneSpec
+    from vidiff.toyworld.world import render_frames
+
+    frame = render_frames(SceneSpec("red", "circle", "left", x=0.6), 1, 48, 64)[0]
+    Image.fromarray(frame.round().astype("uint8")).save(path)
 
 
 @pytest.mark.skipif(shutil.which("vidiff") is None, reason="the vidiff entry point is not installed")

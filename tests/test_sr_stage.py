@@ -78,7 +78,7 @@ def test_noise_aug_level_reaches_the_network_and_changes_its_output():
 
     def predict(level: float, network=stage) -> torch.Tensor:
         # the same x_t, t and corrupted low-res input; only the level the network is told differs
-        augmented = stage.augment_lowres(cond, torch.full((2,), 0.2), noise)
+        augmented = stage.augment_input(cond, torch.full((2,), 0.2), noise)
         with torch.no_grad():
             return network(x, t, dataclasses.replace(augmented, noise_aug_level=torch.full((2,), level)))
 
@@ -250,7 +250,7 @@ def test_toy_sr_configs_build_and_take_a_low_res_input_of_the_expected_shape(nam
     t = torch.tensor([500])
     with torch.no_grad():
         stage.check_lowres(cond, tuple(x.shape))
-        assert stage(x, t, stage.augment_lowres(cond, torch.tensor([0.1]), torch.randn(1, *lowres))).shape == x.shape
+        assert stage(x, t, stage.augment_input(cond, torch.tensor([0.1]), torch.randn(1, *lowres))).shape == x.shape
         if crop is not None:
             assert s.lowres_shape(*crop[0]) == crop[1]
             xc = torch.randn(1, 4, *crop[0])

@@ -153,6 +153,48 @@ def _run_generate(args) -> int:
     return 0
 
 
+def _register_animate(sub) -> None:
+    p = sub.add_parser("animate", help="image-to-video: animate still images, one mp4 per image")
+    p.add_argument("--checkpoint", required=True,
+                   help="an image-to-video export/ of `vidiff train` (configs/toy/i2v.yaml), or a cascade that starts "
+                        "with one")
+    p.add_argument("--image", action="append", required=True, metavar="PICTURE",
+                   help="a PNG, JPEG or WebP image (repeatable); resized and centre-cropped to the stage's frame size")
+    p.add_argument("--prompt", action="append", default=[],
+                   help="how the image moves, e.g. 'moves left' (one for all images, or one per image; default none)")
+    p.add_argument("--stages", help="comma-separated first stages of a cascade to run (default: all)")
+    p.add_argument("--sampler", help="ddpm, ddim, dpmpp_2m or euler, for every stage (default: the checkpoint's)")
+    p.add_argument("--steps", type=int, help="sampling steps of every stage (default: the checkpoint's)")
+    p.add_argument("--cfg", type=float, help="text guidance scale of every stage (1 = off)")
+    p.add_argument("--image-cfg", type=float, help="image guidance scale of the base stage (1 = off)")
+    p.add_argument("--set", action="append", default=[], dest="settings", metavar="STAGE.KEY=VALUE",
+                   help="one stage's sampling setting (repeatable), e.g. base.noise_aug_level=0.05")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed+i")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_run_animate)
+
+
+def _run_animate(args) -> int:
+    from vidiff.pipelines.image_to_video import animate_images
+
+    image_cfg = [] if args.image_cfg is None else [f"{_base_stage_name(args.checkpoint)}.image_cfg={args.image_cfg}"]
+    paths = animate_images(
+        args.checkpoint, args.image, args.out, prompts=args.prompt, seed=args.seed, device=args.device,
+        stages=args.stages.split(",") if args.stages else None,
+        sampling={"sampler": args.sampler, "steps": args.steps, "cfg": args.cfg}, overrides=image_cfg + args.settings,
+        progress=True, report=lambda line: print(f"note: {line}"),
+    )
+    print(f"wrote {len(paths)} videos to {args.out}")
+    return 0
+
+
+def _base_stage_name(checkpoint: str) -> str:
+    from vidiff.pipelines.pipeline_folder import read_index
+
+    return read_index(checkpoint).stages[0]
+
+
 def _register_cascade(sub) -> None:
     p = sub.add_parser("cascade", help="assemble a cascade folder from trained stage exports (base, then SR stages)")
     p.add_argument("--stage", action="append", required=True, metavar="EXPORT",
@@ -358,6 +400,7 @@ COMMANDS = [
     _register_curate,
     _register_train,
     _register_generate,
+    _register_animate,
     _register_cascade,
     _register_toyworld,
     _register_eval,

@@ -2,7 +2,8 @@
 
 raw toy videos -> curation (cuts, motion, manifest) -> toy VAE -> latent cache -> base DiT (or U-Net) ->
 text-to-video on held-out prompts -> oracle scores -> TSR and SSR stages -> the cascade on held-out prompts, its
-final videos against the base stage's -> report. Each step leaves its outputs in
+final videos against the base stage's -> an image-to-video stage fine-tuned from the base, animating held-out stills
+-> report. Each step leaves its outputs in
 `out_dir` and is skipped when they are already there, so an interrupted demo resumes.
 """
 
@@ -60,6 +61,13 @@ class DemoConfig:
     tsr_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=600"])  # key=value on tsr_config
     ssr_config: str = str(CONFIGS / "toy" / "ssr.yaml")  # the SSR stage's training config
     ssr_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=500"])  # key=value on ssr_config
+    # image-to-video: an I2V stage fine-tuned from the base stage (its new input channels start at zero), then
+    # animating fresh first frames of held-out (colour, shape, direction) clips with their captions; false: skipped.
+    # Its steps are the demo's budget for it (docs/experiments/toy-demo.md)
+    i2v: bool = True
+    i2v_config: str = str(CONFIGS / "toy" / "i2v.yaml")  # the I2V stage's training config (a DiT: a DiT base stage's)
+    i2v_overrides: list[str] = field(default_factory=list)  # key=value on i2v_config
+    i2v_stills_per_triple: int = 6  # held-out stills animated per held-out triple (72 videos)
     clip_frames: int = 9  # frames per training window (1 + 4k for the toy VAE)
     clip_stride: int = 2  # raw videos run at 12 fps; every 2nd frame gives clearer motion per clip
     size: int = 32  # training and generation frame size in pixels
@@ -72,6 +80,11 @@ class DemoConfig:
     def __post_init__(self):
         if self.base_config is None and not (CONFIGS / "toy" / f"base_{self.denoiser}.yaml").is_file():
             raise ConfigError(f"demo: denoiser={self.denoiser!r} has no toy config; use unet or dit, or set base_config")
+        if self.i2v and self.base_config is None and self.denoiser != "dit" and self.i2v_config == DemoConfig.i2v_config:
+            raise ConfigError(
+                f"demo: the toy I2V stage fine-tunes a DiT base stage, but denoiser={self.denoiser!r}; set i2v=false or "
+                "give i2v_config a stage with the base stage's backbone"
+            )
 
 
 class Demo:
@@ -180,6 +193,24 @@ class Demo:
                                        lambda n=name, cf=config, o=overrides, z=latents: self._train(n, cf, o, z)))
         return assemble_cascade(exports, self.out / "cascade")
 
+    def train_i2v(self, latents: Path, base_export: Path) -> Path:
+        """The I2V stage, fine-tuned from the base stage on the same latent cache."""
+        return self._train("i2v", self.cfg.i2v_config, [*self.cfg.i2v_overrides, f"train.init_from={base_export}"],
+                           latents)
+
+    def animate_heldout(self, i2v_export: Path) -> dict:
+        """Fresh first frames of held-out clips animated with their captions, scored (vidiff.eval.image_to_video_eval);
+        stills, videos and i2v_eval.json in generated/i2v."""
+        from vidiff.eval.image_to_video_eval import evaluate_image_to_video
+
+        out = self.out / "generated" / "i2v"
+        if (out / "i2v_eval.json").is_file():
+            result = json.loads((out / "i2v_eval.json").read_text())
+            if result.get("holdout") == [list(t) for t in self.holdout] and \
+                    result.get("videos") == len(self.holdout) * self.cfg.i2v_stills_per_triple:
+                return result
+        return evaluate_image_to_video(i2v_export, self.holdout, self.cfg.i2v_stills_per_triple, out_dir=out)
+
     def cascade_pairs(self, cascade: Path, prompts: list[str]) -> dict:
         """Held-out prompts through the whole cascade (seeds as the base stage's held-out videos, so its base videos
         are those): base and final videos in generated/cascade, and their consistency (vidiff.eval.cascade_consistency)."""
@@ -211,10 +242,13 @@ class Demo:
             "generation (held-out)", lambda: self.generate_and_score(export, held_prompts, "heldout"))
         tr_videos, tr_expanded, tr = self._timed(
             "generation (train prompts)", lambda: self.generate_and_score(export, tr_prompts, "train"))
-        pairs = None
+        pairs = animated = None
         if self.cfg.cascade:
             cascade = self.train_cascade(vae_dir, manifest, export)
             pairs = self._timed("generation (cascade, held-out)", lambda: self.cascade_pairs(cascade, held_expanded))
+        if self.cfg.i2v:
+            i2v_export = self._timed("I2V training", lambda: self.train_i2v(latents, export))
+            animated = self._timed("animation (held-out stills)", lambda: self.animate_heldout(i2v_export))
 
         self.scores_section(held, tr)
         rep.heading("Generated videos, held-out prompts", nav="Held-out videos")
@@ -225,6 +259,8 @@ class Demo:
         self._show(tr_videos, tr["per_video"], tr_expanded, "train")
         if pairs is not None:
             self.cascade_section(pairs)
+        if animated is not None:
+            self.i2v_section(animated)
         self._curation_section(manifest, summary)
         self.training_section()
         self._vae_section(vae_dir)
@@ -302,13 +338,47 @@ class Demo:
                 rep.video(f"cascade_{i:03d}", video_grid([held, final], ncols=2), prompt,
                           fps=pairs["fps"]["final"], scale=2, tags=tags)
 
+    def i2v_section(self, result: dict) -> None:
+        """The image-to-video figures, then each held-out still beside the video made from it."""
+        from vidiff.eval.image_to_video_eval import PSNR_TARGET_DB
+        from vidiff.images import read_image
+        from vidiff.toyworld import ATTRIBUTES
+        from vidiff.video import read_video
+
+        rep, folder = self.report, self.out / "generated" / "i2v"
+        rep.heading("Image-to-video: held-out stills animated by their prompts", nav="Image-to-video")
+        rep.text("An I2V stage fine-tuned from the base stage animates the first frame of a fresh clip of each held-out "
+                 "(colour, shape, direction) combination with its caption: no training clip shows that direction with "
+                 "that colour and shape. Figures: the generated first frame against the image after the VAE round trip "
+                 f"(target >= {PSNR_TARGET_DB:.0f} dB), the object's tracked centre in the first frame within "
+                 f"{result['centre_within_px']:.0f} px of the image's (target >= 90 % of videos), and the oracle's "
+                 "colour, shape (targets >= 0.9) and motion (target >= 0.8).")
+        rep.cards([("first frame vs image", f"{result['first_frame_psnr_db']:.1f} dB"),
+                   ("starts where the image has it", _percent(result["centre_within_share"])),
+                   *((f"I2V {name}", _percent(result[f"{key}_accuracy"]))
+                     for key, name in (("color", "colour"), ("shape", "shape"), ("motion", "motion")))])
+        keys = ("videos", "first_frame_psnr_db", "first_frame_psnr_db_min", "centre_within_share", "color_accuracy",
+                "shape_accuracy", "motion_accuracy", "all_correct", "meets")
+        rep.record("i2v", {k: result[k] for k in keys})
+        per_triple = self.cfg.i2v_stills_per_triple
+        rep.text(f"The first of the {per_triple} stills of each held-out combination. Left: the input image (held "
+                 "still); right: the generated video. The tags are the oracle's reading of the video.", muted=True)
+        with rep.block("gallery"):
+            for i in range(0, len(result["per_video"]), per_triple):
+                item = result["per_video"][i]
+                video = read_video(folder / "videos" / f"{i:04d}.mp4")
+                still = read_image(folder / "stills" / f"{i:04d}.png")[0][:, None].expand_as(video)
+                tags = [(_verdict(k, item[k], item["predicted"][k]), item[k]) for k in ATTRIBUTES]
+                rep.video(f"i2v_{i:03d}", video_grid([still, video], ncols=2), item["prompt"], scale=2, tags=tags)
+
     def training_section(self) -> None:
         """A row per trained model and its logged curves (Lightning's CSV logs, a resumed run's joined by step)."""
         from vidiff.plots import curves_figure, read_metrics
 
         rep = self.report
         models = [("VAE", "vae", "VAE training"), (self.base_name, "base", f"{self.base_name} training"),
-                  *((f"{n.upper()} stage", n, f"{n.upper()} training") for n in ("tsr", "ssr") if self.cfg.cascade)]
+                  *((f"{n.upper()} stage", n, f"{n.upper()} training") for n in ("tsr", "ssr") if self.cfg.cascade),
+                  *([("I2V stage", "i2v", "I2V training")] if self.cfg.i2v else [])]
         runs = {title: (folder, read_metrics(self.out / folder / "logs")) for title, folder, _ in models}
         rows = []
         for title, folder, step_name in models:
@@ -360,7 +430,7 @@ class Demo:
                  f"the configs the VAE, the {self.base_name} and the SR stages trained with, overrides applied.")
         files = [("demo settings", "demo.yaml"), ("VAE training", "vae/train_config.yaml"),
                  (f"{self.base_name} training", "base/train.yaml"), ("TSR training", "tsr/train.yaml"),
-                 ("SSR training", "ssr/train.yaml")]
+                 ("SSR training", "ssr/train.yaml"), ("I2V training", "i2v/train.yaml")]
         for i, (title, rel) in enumerate(files):
             path = self.out / rel
             if path.is_file():

@@ -83,6 +83,32 @@ def guided_denoise_fn(
     return denoise
 
 
+def image_text_guidance(full: Tensor, image_only: Tensor, neither: Tensor, text_scale: float, image_scale: float) -> Tensor:
+    """Guidance by an image and a text (InstructPix2Pix, eq. 3; SVD): neither + image_scale * (image_only - neither)
+    + text_scale * (full - image_only). Both scales 1 give the fully conditional prediction."""
+    return neither + image_scale * (image_only - neither) + text_scale * (full - image_only)
+
+
+def image_text_guided_denoise_fn(
+    model: Callable[[Tensor, Tensor, Any], Tensor],
+    cond: Any,
+    image_only: Any,
+    neither: Any,
+    text_scale: float,
+    image_scale: float,
+    rescale: float = 0.0,
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """`guided_denoise_fn` with two scales: the conditional, image-only and unconditional inputs in one batched
+    call on [x_t; x_t; x_t], combined by `image_text_guidance`; the rescale acts as there."""
+    both = batch_together(batch_together(cond, image_only), neither)
+
+    def denoise(x: Tensor, t: Tensor) -> Tensor:
+        full, image, none = model(torch.cat([x, x, x]), torch.cat([t, t, t]), both).chunk(3)
+        return rescale_guidance(image_text_guidance(full, image, none, text_scale, image_scale), full, rescale)
+
+    return denoise
+
+
 def thresholded_denoise_fn(
     denoise_fn: Callable[[Tensor, Tensor], Tensor],
     schedule: NoiseSchedule,

@@ -26,11 +26,14 @@ class ConditioningConfig:
 
     text_dim: int = 64  # width of the Cond.text tokens (the text encoder's width)
     lowres_channels: int = 0  # channels of Cond.lowres concatenated to x (super-resolution); 0: none
-    image_channels: int = 0  # channels of Cond.image_latent concatenated to x (image-to-video); 0: none
+    # channels of Cond.image_latent concatenated to every frame of x, with one more channel that marks the
+    # conditioning frame (image-to-video); 0: none
+    image_channels: int = 0
     timestep_scale: float = 1000.0  # t in [0, 1] is embedded as t * timestep_scale (so is the noise level)
     fps_conditioning: bool = False  # embed Cond.fps
     pooled_text: bool = True  # add a projection of the mean text token (null token included) to the embedding
-    noise_aug_conditioning: bool = False  # embed Cond.noise_aug_level (the noise added to Cond.lowres)
+    # embed Cond.noise_aug_level: the noise added to the conditioning input (Cond.lowres, or Cond.image_latent)
+    noise_aug_conditioning: bool = False
 
     @classmethod
     def from_config(cls, config: Any) -> ConditioningConfig:
@@ -39,8 +42,8 @@ class ConditioningConfig:
 
     @property
     def extra_channels(self) -> int:
-        """Input channels added to x by `concat_conditioning`."""
-        return self.lowres_channels + self.image_channels
+        """Input channels added to x by `concat_conditioning`: the low-res input's, the image's and its mask."""
+        return self.lowres_channels + (self.image_channels + 1 if self.image_channels else 0)
 
 
 class Embedded(NamedTuple):
@@ -162,11 +165,14 @@ def resize_latent_video(video: Tensor, frames: int, height: int, width: int) -> 
 
 
 def concat_conditioning(x: Tensor, cond: Cond, config: ConditioningConfig, who: str = "denoiser") -> Tensor:
-    """x [B, C, T, H, W] with cond.lowres then cond.image_latent appended as channels, as `config` asks.
+    """x [B, C, T, H, W] with cond.lowres, then cond.image_latent and its mask appended as channels, as `config` asks.
 
     cond.lowres [B, lowres_channels, T', h, w] is brought onto x's grid by `resize_latent_video`.
-    cond.image_latent [B, image_channels, 1, H, W] fills frame 0 (zeros mark the frames to generate).
-    A field the batch does not have gives zeros. Returns x itself when the config asks for neither.
+    cond.image_latent [B, image_channels, 1, H, W], the video's first frame, is repeated on every frame (as SVD and
+    DynamiCrafter give it), followed by a mask channel that is 1 on the conditioning frame (frame 0) of the rows that
+    have an image: a row whose image latent is all zeros (dropped in training, the image-free branch of guidance) has
+    no conditioning frame. A field the batch does not have gives zeros. Returns x itself when the config asks for
+    neither.
     """
     b, _, frames, height, width = x.shape
     parts = [x]
@@ -183,19 +189,27 @@ def concat_conditioning(x: Tensor, cond: Cond, config: ConditioningConfig, who: 
             lr = resize_latent_video(lr.to(x.dtype), frames, height, width)
         parts.append(lr.to(x.dtype))
     if config.image_channels:
-        img = x.new_zeros(b, config.image_channels, frames, height, width)
-        if cond.image_latent is not None:
-            il = cond.image_latent
-            if il.shape[1] != config.image_channels or il.shape[3:] != x.shape[3:]:
-                raise VidiffError(
-                    f"cond.image_latent has shape {tuple(il.shape)}; the {who} expects "
-                    f"[B, {config.image_channels}, 1, {height}, {width}] (image_channels={config.image_channels}, "
-                    "the latent grid of x)"
-                )
-            # the given image is the first frame; zeros mark the frames to be generated
-            img[:, :, :1] = il.to(x.dtype)
-        parts.append(img)
+        parts.extend(image_inputs(x, cond.image_latent, config.image_channels, who))
     return torch.cat(parts, dim=1) if len(parts) > 1 else x
+
+
+def image_inputs(x: Tensor, image: Tensor | None, channels: int, who: str) -> tuple[Tensor, Tensor]:
+    """The image latent [B, channels, 1, H, W] repeated on x's frames and its mask [B, 1, T, H, W], as
+    `concat_conditioning` appends them; zeros for both when `image` is None."""
+    b, _, frames, height, width = x.shape
+    if image is None:
+        return x.new_zeros(b, channels, frames, height, width), x.new_zeros(b, 1, frames, height, width)
+    if image.shape[1] != channels or image.shape[3:] != x.shape[3:]:
+        raise VidiffError(
+            f"cond.image_latent has shape {tuple(image.shape)}; the {who} expects [B, {channels}, 1, {height}, "
+            f"{width}] (image_channels={channels}, the latent grid of x): encode the image with the stage's VAE at "
+            "the stage's size"
+        )
+    image = image.to(x.dtype)
+    has_image = image.flatten(1).ne(0).any(1).to(x.dtype)  # [B]
+    mask = x.new_zeros(b, 1, frames, height, width)
+    mask[:, :, 0] = has_image[:, None, None, None]
+    return image.expand(-1, -1, frames, -1, -1), mask
 
 
 @torch.no_grad()

@@ -38,6 +38,8 @@ def assemble_cascade(exports: Sequence[str | Path], out: str | Path) -> Path:
     check_chain([s.config for s in stages], f"cascade {out}", sources, base_first=True)
     sampling = {k: v for p in pipes for k, v in p.index.sampling.items()}
     first = pipes[0]
+    # the cascade's task is its first stage's: text-to-video, or image-to-video after an image-to-video stage (the
+    # super-resolution stages after it take the previous stage's video either way)
     return save_pipeline(out, exports[0] / first.index.vae, first.text_encoder, [(s, None) for s in stages],
                          first.index.task, sampling)
 
@@ -58,11 +60,6 @@ def _check_shared_parts(exports: list[Path], pipes: list[Pipeline]) -> None:
             raise VidiffError(
                 f"{export}'s text encoder ({_text_identity(pipe)}) differs from {first}'s ({text}); a cascade's "
                 "stages share one text encoder: train every stage with the same `text:` settings and weights"
-            )
-        if pipe.index.task != pipes[0].index.task:
-            raise VidiffError(
-                f"{export} is a {pipe.index.task} pipeline and {first} a {pipes[0].index.task} one; assemble stages "
-                "of one task"
             )
 
 

@@ -24,10 +24,11 @@ from vidiff.pipelines.temporal_windows import sample_long
 
 @dataclass
 class StageSampling(SamplingConfig):
-    """How a stage samples in a pipeline: SamplingConfig's keys and, for a super-resolution stage, the fixed level
-    its low-res input is corrupted at (its stage.lowres.noise_aug_level by default)."""
+    """How a stage samples in a pipeline: SamplingConfig's keys and, for a stage with a conditioning input (the low-res
+    video of a super-resolution stage, the image of an image-to-video stage), the fixed level that input is corrupted
+    at (its stage.lowres or stage.image noise_aug_level by default)."""
 
-    noise_aug_level: float | None = None  # super-resolution stages only; None for a base stage
+    noise_aug_level: float | None = None  # None for a text-to-video base stage
 
 
 def latent_shape(config: StageConfig) -> tuple[int, int, int, int]:
@@ -81,8 +82,8 @@ def check_chain(configs: Sequence[StageConfig], where: str, sources: Sequence[st
 
 def default_settings(config: StageConfig) -> StageSampling:
     """A stage's settings from its own config."""
-    level = config.lowres.noise_aug_level if config.lowres_channels else None
-    return StageSampling(**to_dict(config.sampling), noise_aug_level=level)
+    section = config.noise_augmentation
+    return StageSampling(**to_dict(config.sampling), noise_aug_level=section.noise_aug_level if section else None)
 
 
 def stage_settings(
@@ -91,24 +92,31 @@ def stage_settings(
     overrides_from: str = "--set {name}.KEY",
 ) -> StageSampling:
     """A stage's settings: its config's, replaced by the pipeline's `recorded` ones (pipeline.yaml), then by
-    `overrides`; checked (unknown keys, ranges, noise_aug_level of a base stage or above the stage's training
-    levels) with errors naming `where` or `overrides_from` (where the overrides came from; {name}: the stage's)."""
+    `overrides`; checked (unknown keys, ranges, noise_aug_level of a stage without a conditioning input or above the
+    stage's training levels, image_cfg of a stage without an image) with errors naming `where` or `overrides_from`
+    (where the overrides came from; {name}: the stage's)."""
     settings = from_dict(StageSampling, to_dict(default_settings(config)) | dict(recorded or {}),
                          where=f"{where}: sampling.{config.name}")
     if overrides:
         settings = from_dict(StageSampling, to_dict(settings) | dict(overrides),
                              where=overrides_from.format(name=config.name))
     check_sampling(settings)
-    if settings.noise_aug_level is None and config.lowres_channels:
-        settings.noise_aug_level = config.lowres.noise_aug_level
-    elif settings.noise_aug_level is not None and not config.lowres_channels:
+    section = config.noise_augmentation
+    if settings.image_cfg != 1 and not config.image_channels:
         raise VidiffError(
-            f"{where}: noise_aug_level is set for stage {config.name!r}, a base stage: it takes no low-res input; "
-            "remove the setting (it applies to super-resolution stages)"
+            f"{where}: image_cfg={settings.image_cfg} is set for stage {config.name!r}, which takes no image; "
+            "remove the setting (it applies to image-to-video stages)"
+        )
+    if settings.noise_aug_level is None and section is not None:
+        settings.noise_aug_level = section.noise_aug_level
+    elif settings.noise_aug_level is not None and section is None:
+        raise VidiffError(
+            f"{where}: noise_aug_level is set for stage {config.name!r}, a base stage: it takes no low-res input or "
+            "image; remove the setting (it applies to super-resolution and image-to-video stages)"
         )
     elif settings.noise_aug_level is not None:
         try:
-            dataclasses.replace(config.lowres, noise_aug_level=settings.noise_aug_level)  # its range checks
+            dataclasses.replace(section, noise_aug_level=settings.noise_aug_level)  # its range checks
         except ConfigError as exc:
             raise VidiffError(f"sampling.{config.name}.noise_aug_level: {exc}") from None
     return settings
@@ -213,8 +221,10 @@ class Cascade:
         outputs: list[Tensor] = []
         for i, (stage, s) in enumerate(zip(self.stages, self.settings, strict=True)):
             latents = outputs[-1] if outputs else None
+            # a super-resolution stage takes the text and the previous stage's video, not the image of an
+            # image-to-video base stage
             stage_cond = cond if latents is None else dataclasses.replace(
-                cond, lowres=prepare_lowres(self.vae, latents, stage.config.lowres))  # onto its grid if "pixel"
+                cond, lowres=prepare_lowres(self.vae, latents, stage.config.lowres), image_latent=None)
             label = f"{stage.config.name} ({s.sampler}, {s.steps} steps)" if progress else False
             # a super-resolution stage makes temporal_factor x its input's frames, over windows where that is
             # longer than its own clip

@@ -115,10 +115,11 @@ def save_pipeline(
     vae: CausalVAE3D | str | Path,
     text_encoder: TextEncoder,
     stages: list[tuple[DiffusionStage, dict | None]],
-    task: str = "text_to_video",
+    task: str | None = None,
     sampling: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
-    """Write a pipeline folder. `vae` is a model or a VAE folder (its files are copied as they are);
+    """Write a pipeline folder. `task`: "image_to_video" when the first stage takes an image, else "text_to_video"
+    by default. `vae` is a model or a VAE folder (its files are copied as they are);
     `stages` are (stage, weights to save or None for its live weights), in cascade order, each stored under
     its config's name and stamped with the VAE's hash. pipeline.yaml records each stage's sampling settings:
     its config's, or those `sampling` gives for it. The folder is written beside the target and then swapped
@@ -129,6 +130,7 @@ def save_pipeline(
         raise VidiffError(f"pipeline stages need distinct names (stage.name), got {names}")
     configs = [s.config for s, _ in stages]
     settings = {c.name: to_dict(stage_settings(c, (sampling or {}).get(c.name), where=str(folder))) for c in configs}
+    task = task or ("image_to_video" if configs[0].image_channels else "text_to_video")
     index = PipelineIndex(task=task, stages=names, sampling=settings)
     vae_model = vae if isinstance(vae, CausalVAE3D) else _vae_folder_model(Path(vae))
     vae_hash = vae_model.fingerprint()
@@ -154,6 +156,11 @@ def save_pipeline(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def vae_hash(folder: str | Path) -> str:
+    """The hash (CausalVAE3D.fingerprint) of the VAE in `folder`, which stages trained on its latents record."""
+    return _vae_folder_model(Path(folder)).fingerprint()
 
 
 def _vae_folder_model(folder: Path) -> CausalVAE3D:

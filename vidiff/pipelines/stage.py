@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from vidiff.diffusion import get_sampler, guided_denoise_fn, make_schedule, noise_augment
+from vidiff.diffusion.guidance import image_text_guided_denoise_fn
 from vidiff.diffusion.samplers import DenoiseFn
 from vidiff.errors import ConfigError, VidiffError
 from vidiff.models.cond import Cond
@@ -38,6 +39,9 @@ class SamplingConfig:
     sampler: str = "dpmpp_2m"  # "ddpm", "ddim", "dpmpp_2m" or "euler"
     steps: int = 25  # denoising steps per video
     cfg: float = 5.0  # classifier-free guidance scale (1: off, the conditional prediction alone)
+    # an image-to-video stage's image guidance scale (1: off): the prediction moves from the image- and text-free one
+    # by image_cfg x (image only - neither) + cfg x (image and text - image only), as InstructPix2Pix and SVD guide
+    image_cfg: float = 1.0
     guidance_rescale: float = 0.0  # in [0, 1]: pull the guided prediction's std back to the conditional one's
 
 
@@ -71,10 +75,7 @@ class LowresConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"stage.lowres.{name} must be a positive integer (1: the same size), got {value!r}")
-        for name in ("noise_aug_max", "noise_aug_level"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"stage.lowres.{name} must be in [0, 1] (a share of the stage's schedule), got {value}")
+        check_noise_aug(self, "stage.lowres")
         if self.resample not in RESAMPLE_MODES:
             raise ConfigError(f"stage.lowres.resample must be one of {', '.join(RESAMPLE_MODES)}, got {self.resample!r}")
         if not self.residual_scale >= 0.0:
@@ -84,11 +85,35 @@ class LowresConfig:
                 "stage.lowres.residual_scale is set but stage.lowres.resample is 'latent': a residual stage needs its "
                 "low-res input on its own grid; set resample: pixel (or residual_scale: 0)"
             )
-        if self.noise_aug_level > self.noise_aug_max:
-            raise ConfigError(
-                f"stage.lowres.noise_aug_level={self.noise_aug_level} is above stage.lowres.noise_aug_max="
-                f"{self.noise_aug_max}, a level training never showed the network; set noise_aug_level <= noise_aug_max"
-            )
+
+
+@dataclass
+class ImageConfig:
+    """The conditioning image of an image-to-video stage (Cond.image_latent: the first frame, encoded by the stage's
+    VAE as a one-frame latent); read only when the denoiser has image_channels > 0. In training the image is the
+    clip's own first frame: the causal VAE's latent frame 0 is that frame encoded alone."""
+
+    # training corrupts the image latent by the forward diffusion at a level drawn per sample in [0, noise_aug_max],
+    # a share of the stage's schedule, and gives the network the level (SVD's cond_aug)
+    noise_aug_max: float = 0.2
+    noise_aug_level: float = 0.02  # the fixed level sampling corrupts the given image at
+
+    def __post_init__(self):
+        check_noise_aug(self, "stage.image")
+
+
+def check_noise_aug(section, where: str) -> None:
+    """Raise ConfigError unless `section`'s noise_aug_max and noise_aug_level are shares of the schedule, the level
+    within the training levels."""
+    for name in ("noise_aug_max", "noise_aug_level"):
+        value = getattr(section, name)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{where}.{name} must be in [0, 1] (a share of the stage's schedule), got {value}")
+    if section.noise_aug_level > section.noise_aug_max:
+        raise ConfigError(
+            f"{where}.noise_aug_level={section.noise_aug_level} is above {where}.noise_aug_max="
+            f"{section.noise_aug_max}, a level training never showed the network; set noise_aug_level <= noise_aug_max"
+        )
 
 
 @dataclass
@@ -106,11 +131,17 @@ class StageConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     lowres: LowresConfig = field(default_factory=LowresConfig)  # the low-res input of a super-resolution stage
+    image: ImageConfig = field(default_factory=ImageConfig)  # the conditioning image of an image-to-video stage
     # the hash of the VAE whose latents the stage was trained on (CausalVAE3D.fingerprint), recorded when a pipeline
     # folder is saved; a pipeline whose VAE has another hash is refused. "": not recorded (older exports)
     vae_hash: str = ""
 
     def __post_init__(self):
+        if self.lowres_channels and self.image_channels:
+            raise ConfigError(
+                f"stage {self.name}: the denoiser has lowres_channels and image_channels; a stage takes either a low-res "
+                "input (super-resolution) or an image (image-to-video): set one of them to 0"
+            )
         if self.lowres_channels:
             f, s = self.lowres.temporal_factor, self.lowres.spatial_factor
             if (self.latent_frames - 1) % f or self.latent_height % s or self.latent_width % s:
@@ -135,6 +166,22 @@ class StageConfig:
     def lowres_channels(self) -> int:
         """Channels of the low-res input (Cond.lowres) the denoiser takes; 0: not a super-resolution stage."""
         return denoiser_config(self.denoiser).lowres_channels
+
+    @property
+    def image_channels(self) -> int:
+        """Channels of the image latent (Cond.image_latent) the denoiser takes; 0: not an image-to-video stage."""
+        return denoiser_config(self.denoiser).image_channels
+
+    @property
+    def conditioning_input(self) -> str | None:
+        """The Cond field of the input that noise augmentation corrupts: "lowres" for a super-resolution stage,
+        "image_latent" for an image-to-video stage, None for a text-to-video base stage."""
+        return "lowres" if self.lowres_channels else "image_latent" if self.image_channels else None
+
+    @property
+    def noise_augmentation(self) -> LowresConfig | ImageConfig | None:
+        """The section (stage.lowres or stage.image) with the noise-augmentation levels of that input."""
+        return {"lowres": self.lowres, "image_latent": self.image}.get(self.conditioning_input)
 
     def source_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int] | None:
         """(C, T', h', w') of the previous stage's latents that latents of frames x height x width (the stage's own
@@ -201,12 +248,27 @@ class DiffusionStage(PretrainedMixin, nn.Module):
                 "same VAE) at that size"
             )
 
-    def augment_lowres(self, cond: Cond, level: Tensor, noise: Tensor) -> Cond:
-        """`cond` with its low-res input corrupted at `level` [B] by `noise` (vidiff.diffusion.noise_augment on this
-        stage's schedule) and the level as Cond.noise_aug_level: training (levels drawn per sample) and sampling
-        (the config's fixed level) corrupt the input by this one law."""
-        lowres = noise_augment(cond.lowres, noise.to(cond.lowres), level, self.schedule)
-        return dataclasses.replace(cond, lowres=lowres, noise_aug_level=level.to(lowres))
+    def check_image(self, cond: Cond, shape: tuple[int, ...]) -> None:
+        """Raise VidiffError unless `cond.image_latent` is the conditioning image this image-to-video stage takes for
+        latents of `shape` [B, C, T, h, w]: one latent frame on their grid."""
+        c = self.config
+        expected = [c.image_channels, 1, *shape[3:]]
+        given = None if cond.image_latent is None else list(cond.image_latent.shape)
+        if given is None or given[1:] != expected:
+            raise VidiffError(
+                f"the {c.name} stage is an image-to-video stage: it makes latents {list(shape)} from an image latent "
+                f"[B, {', '.join(map(str, expected))}], but Cond.image_latent is {'missing' if given is None else given}; "
+                "encode the image with the pipeline's VAE at the stage's size (vidiff.pipelines.image_to_video)"
+            )
+
+    def augment_input(self, cond: Cond, level: Tensor, noise: Tensor) -> Cond:
+        """`cond` with its conditioning input (`StageConfig.conditioning_input`: the low-res video or the image latent)
+        corrupted at `level` [B] by `noise` (vidiff.diffusion.noise_augment on this stage's schedule) and the level as
+        Cond.noise_aug_level: training (levels drawn per sample) and sampling (a fixed level) corrupt it by this law."""
+        name = self.config.conditioning_input
+        value = getattr(cond, name)
+        corrupted = noise_augment(value, noise.to(value), level, self.schedule)
+        return dataclasses.replace(cond, **{name: corrupted}, noise_aug_level=level.to(value))
 
     def to_diffusion_space(self, latents: Tensor, lowres: Tensor | None) -> Tensor:
         """What the stage's diffusion runs on for target `latents` and their clean low-res input: a residual
@@ -220,7 +282,13 @@ class DiffusionStage(PretrainedMixin, nn.Module):
         return lowres + scale * x if scale else x
 
     def guided(self, cond: Cond, sampling: SamplingConfig) -> DenoiseFn:
-        """The samplers' `denoise(x_t, t)`: this stage on `cond` under classifier-free guidance."""
+        """The samplers' `denoise(x_t, t)`: this stage on `cond` under classifier-free guidance; an image-to-video
+        stage with sampling.image_cfg != 1 under separate image and text guidance."""
+        if self.config.image_channels and sampling.image_cfg != 1:
+            neither = cond.null_like().drop("image_latent", torch.ones(cond.batch_size, dtype=torch.bool))
+            return image_text_guided_denoise_fn(
+                self, cond, cond.null_like(), neither, sampling.cfg, sampling.image_cfg, sampling.guidance_rescale
+            )
         return guided_denoise_fn(self, cond, cond.null_like(), sampling.cfg, sampling.guidance_rescale)
 
     @torch.no_grad()
@@ -246,13 +314,13 @@ class DiffusionStage(PretrainedMixin, nn.Module):
         x_T = torch.randn(shape, generator=gen).to(device)
         cond = cond.to(device)
         clean_lowres = cond.lowres  # the input before its augmentation: a residual stage's samples are added to it
-        if c.lowres_channels:
-            self.check_lowres(cond, shape)
+        if c.conditioning_input:
+            (self.check_lowres if c.lowres_channels else self.check_image)(cond, shape)
             # a pipeline's per-stage settings (vidiff.pipelines.cascade.StageSampling) may fix another level
             level = getattr(sampling, "noise_aug_level", None)
-            level = torch.full((cond.batch_size,), c.lowres.noise_aug_level if level is None else level)
-            noise = torch.randn(cond.lowres.shape, generator=gen)
-            cond = self.augment_lowres(cond, level, noise)
+            level = torch.full((cond.batch_size,), c.noise_augmentation.noise_aug_level if level is None else level)
+            noise = torch.randn(getattr(cond, c.conditioning_input).shape, generator=gen)
+            cond = self.augment_input(cond, level, noise)
         fn = (denoise or self.guided)(cond, sampling)
         sampler = get_sampler(sampling.sampler)
         x = sampler(fn, x_T, self.schedule, sampling.steps, prediction=c.prediction, generator=gen, progress=progress)
@@ -265,5 +333,7 @@ def check_sampling(sampling: SamplingConfig) -> None:
         raise VidiffError(f"sampling steps must be a positive integer, got {sampling.steps}")
     if not 0.0 <= sampling.cfg <= 50.0:
         raise VidiffError(f"cfg scale {sampling.cfg} is out of range; use a value in [0, 50] (1 = no guidance, 3-9 typical)")
+    if not 0.0 <= sampling.image_cfg <= 50.0:
+        raise VidiffError(f"image cfg scale {sampling.image_cfg} is out of range; use a value in [0, 50] (1 = no image guidance)")
     if not 0.0 <= sampling.guidance_rescale <= 1.0:
         raise VidiffError(f"guidance rescale {sampling.guidance_rescale} is out of range; use a value in [0, 1]")

@@ -151,6 +151,12 @@ class Oracle:
         )
         return FrameReading(bool(present), area, cx, cy, rgb, ious, fill)
 
+    def centres(self, video) -> list[tuple[float, float] | None]:
+        """The object's centroid (x, y) in pixels in each frame of `video` ([C, T, H, W] in [-1, 1]); None in a frame
+        where no object is seen (vidiff.toyworld: the object tracked frame by frame)."""
+        readings = [self.read_frame(frame) for frame in _as_frames(video)]
+        return [(r.cx, r.cy) if r.present else None for r in readings]
+
     # ------------------------------------------------------------ per video
 
     def read(self, video) -> dict:

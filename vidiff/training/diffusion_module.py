@@ -18,6 +18,7 @@ from vidiff.models.cond import Cond
 from vidiff.pipelines.stage import DiffusionStage, StageConfig
 from vidiff.training.compile import maybe_compile, take_compile_seconds
 from vidiff.training.ema import EMA
+from vidiff.training.init_from import init_denoiser_from
 from vidiff.training.lr_schedule import DECAYS, warmup_decay_factor
 from vidiff.training.objective import DiffusionObjective
 from vidiff.training.optimizer import adamw, check_adamw_implementation
@@ -63,6 +64,10 @@ class DiffusionTrainConfig:
     # at the toy sizes it does not pay (U-Net +5 % samples/s after 165 s of compiling per batch shape, DiT +0 %;
     # docs/benchmarks.md)
     compile: bool = False
+    # a pipeline folder (e.g. a text-to-video run's export/) whose first stage starts this one: fine-tuning, e.g. an
+    # image-to-video stage from a text-to-video one; its new input channels start at zero, so the fresh stage computes
+    # what that stage does (vidiff.training.init_from). "": from scratch. A resumed run continues its checkpoint
+    init_from: str = ""
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
@@ -109,6 +114,13 @@ class DiffusionModule(L.LightningModule):
         if seconds is not None:
             for logger in self.loggers:
                 logger.log_metrics({"train/compile_seconds": seconds}, step=self.global_step)
+
+    def init_weights_from(self, folder: str, vae_hash: str = "") -> list[str]:
+        """Start the stage (and its EMA) from the first stage of pipeline folder `folder` (`train.init_from`);
+        returns the tensors that did not come from it."""
+        new = init_denoiser_from(self.stage, folder, vae_hash)
+        object.__setattr__(self, "ema", EMA(self.stage.denoiser, self.train_config.ema_decay))
+        return new
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.ema.update(self.stage.denoiser)

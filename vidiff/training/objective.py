@@ -1,10 +1,11 @@
 """The training objective of a diffusion stage, in one place: the noise-conditioning augmentation of a
-super-resolution stage's low-res input, per-sample conditioning dropout, timestep and noise (keyed by each
-sample's place in the global batch), the noised input, and the weighted loss (a fixed weighting, or EDM2's
-learned per-noise-level weighting)."""
+super-resolution stage's low-res input or an image-to-video stage's image, per-sample conditioning dropout,
+timestep and noise (keyed by each sample's place in the global batch), the noised input, and the weighted loss
+(a fixed weighting, or EDM2's learned per-noise-level weighting)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,13 +57,14 @@ class DiffusionObjective(nn.Module):
         return cond
 
     @staticmethod
-    def augment_lowres(stage, latents: Tensor, cond: Cond, keys: SampleKeys) -> Cond:
-        """A super-resolution stage's low-res input corrupted at a level drawn per sample, uniform in
-        [0, stage.lowres.noise_aug_max], by noise from the sample's key (DiffusionStage.augment_lowres)."""
-        lowres = cond.lowres
-        level = keys.rand("noise_aug/level", device=lowres.device) * stage.config.lowres.noise_aug_max
-        noise = keys.randn("noise_aug/noise", tuple(lowres.shape[1:]), device=lowres.device, dtype=lowres.dtype)
-        return stage.augment_lowres(cond, level, noise)
+    def augment_input(stage, cond: Cond, keys: SampleKeys) -> Cond:
+        """The stage's conditioning input (a super-resolution stage's low-res video, an image-to-video stage's image
+        latent) corrupted at a level drawn per sample, uniform in [0, noise_aug_max] of its section (stage.lowres,
+        stage.image), by noise from the sample's key (DiffusionStage.augment_input)."""
+        value = getattr(cond, stage.config.conditioning_input)
+        level = keys.rand("noise_aug/level", device=value.device) * stage.config.noise_augmentation.noise_aug_max
+        noise = keys.randn("noise_aug/noise", tuple(value.shape[1:]), device=value.device, dtype=value.dtype)
+        return stage.augment_input(cond, level, noise)
 
     def forward(
         self, stage, latents: Tensor, cond: Cond, keys: SampleKeys, predict: Callable[..., Tensor] | None = None
@@ -78,10 +80,13 @@ class DiffusionObjective(nn.Module):
             stage.check_lowres(cond, tuple(latents.shape))
             # a residual stage learns the correction to its clean low-res input (before the augmentation below)
             latents = stage.to_diffusion_space(latents, cond.lowres)
-            # Augment, then drop: a dropped row's low-res input is then exactly zeros, what the backbone sees with
-            # no low-res input at all, not noise at some level. (Each draw has its own stream: the order changes
-            # no draw.)
-            cond = self.augment_lowres(stage, latents, cond, keys)
+        if stage.config.image_channels and cond.image_latent is None:
+            # the clip's own first frame: the causal VAE's latent frame 0 is that frame encoded alone
+            cond = dataclasses.replace(cond, image_latent=latents[:, :, :1])
+        if stage.config.conditioning_input:
+            # Augment, then drop: a dropped row's input is then exactly zeros, what the backbone sees with no such
+            # input at all, not noise at some level. (Each draw has its own stream: the order changes no draw.)
+            cond = self.augment_input(stage, cond, keys)
         cond = self.drop_inputs(cond, keys)
         t = keys.randint("timestep", schedule.num_steps, device=latents.device)
         noise = keys.randn("noise", tuple(latents.shape[1:]), device=latents.device, dtype=latents.dtype)

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from vidiff.config import save_config
 from vidiff.errors import VidiffError
 from vidiff.models.text_encoder import TextEncoder, TextEncoderConfig, encode_captions
-from vidiff.pipelines.pipeline_folder import save_pipeline
+from vidiff.pipelines.pipeline_folder import save_pipeline, vae_hash
 from vidiff.pipelines.stage import StageConfig
 from vidiff.runtime import keep_freed_memory
 from vidiff.training.batching import JointBatchSampler, StepKeyedLoader, SyncSamplerWithTrainer
@@ -194,6 +194,9 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
 
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
+    if tc.init_from and not last.is_file():
+        new = module.init_weights_from(tc.init_from, vae_hash(vae_dir))
+        log.info("stage initialised from %s; new tensors (zero or fresh): %s", tc.init_from, ", ".join(new) or "none")
     trainer = L.Trainer(
         max_steps=tc.max_steps,
         max_epochs=-1,
