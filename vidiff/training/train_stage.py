@@ -196,7 +196,9 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
     last = ckpt_dir / "last.ckpt"
     if tc.init_from and not last.is_file():
         new = module.init_weights_from(tc.init_from, vae_hash(vae_dir))
-        log.info("stage initialised from %s; new tensors (zero or fresh): %s", tc.init_from, ", ".join(new) or "none")
+        if rank_zero_only.rank == 0:
+            print(f"stage initialised from {tc.init_from} (train.init_from); tensors not from it, at their zero or fresh "
+                  f"initialisation: {', '.join(new) or 'none'}", flush=True)
     trainer = L.Trainer(
         max_steps=tc.max_steps,
         max_epochs=-1,
