@@ -25,7 +25,7 @@ def tiny_demo(tmp_path_factory):
         "base_overrides=[train.max_steps=10,train.steps_per_epoch=5,stage.sampling.steps=3,train.compile=false]",
         *(f"{sr}_overrides=[train.max_steps=4,train.steps_per_epoch=2,train.log_every=1,stage.sampling.steps=2]" for sr in ("tsr", "ssr")),
         "i2v_overrides=[train.max_steps=4,train.steps_per_epoch=2,train.log_every=1,stage.sampling.steps=2,train.compile=false]",
-        "i2v_stills_per_triple=1", "sr_windows_per_clip=1",
+        "i2v_stills_per_triple=1",
     ]
     first = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-3000:]

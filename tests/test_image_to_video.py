@@ -181,6 +181,19 @@ def test_an_i2v_export_is_an_image_to_video_pipeline_and_each_task_refuses_the_o
         ImageToVideo(pipelines["t2v"])
 
 
+def test_a_pipeline_whose_task_does_not_fit_its_first_stage_is_refused(pipelines, tmp_path):
+    import shutil
+
+    import yaml
+
+    folder = tmp_path / "i2v"
+    shutil.copytree(pipelines["i2v"], folder)
+    index = yaml.safe_load((folder / "pipeline.yaml").read_text())
+    (folder / "pipeline.yaml").write_text(yaml.safe_dump({**index, "task": "text_to_video"}))
+    with pytest.raises(VidiffError, match=r"says task text_to_video, but its first stage 'i2v' takes an image"):
+        TextToVideo(folder)
+
+
 def test_image_to_video_is_seeded_and_starts_from_the_image(pipelines):
     pipe = ImageToVideo(pipelines["i2v"])
     assert pipe.image_size == (32, 32)

@@ -58,10 +58,9 @@ class DemoConfig:
     # the base stage alone. Their steps are the demo's budget for them (docs/experiments/toy-demo.md).
     cascade: bool = True
     tsr_config: str = str(CONFIGS / "toy" / "tsr.yaml")  # the TSR stage's training config
-    tsr_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=300"])  # key=value on tsr_config
+    tsr_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=600"])  # key=value on tsr_config
     ssr_config: str = str(CONFIGS / "toy" / "ssr.yaml")  # the SSR stage's training config
-    ssr_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=250"])  # key=value on ssr_config
-    sr_windows_per_clip: int = 2  # training windows per curated clip in the SR stages' paired caches
+    ssr_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=500"])  # key=value on ssr_config
     # image-to-video: an I2V stage fine-tuned from the base stage (its new input channels start at zero), then
     # animating fresh first frames of held-out (colour, shape, direction) clips with their captions; false: skipped.
     # Its steps are the demo's budget for it (docs/experiments/toy-demo.md)
@@ -169,7 +168,7 @@ class Demo:
         grid = {"tsr": dict(num_frames=LOWRES_FACTOR * (c.clip_frames - 1) + 1, size=(c.size, c.size), lowres="frames"),
                 "ssr": dict(num_frames=c.clip_frames, size=(LOWRES_FACTOR * c.size,) * 2, lowres="space")}[name]
         return encode_manifest(vae_dir, manifest, self.out / f"latents_{name}", stride=stride,
-                               windows_per_clip=c.sr_windows_per_clip, seed=c.seed, resample=resample, **grid)
+                               windows_per_clip=c.windows_per_clip, seed=c.seed, resample=resample, **grid)
 
     def train_base(self, latents: Path) -> Path:
         return self._train("base", self.base_config, self.cfg.base_overrides, latents)

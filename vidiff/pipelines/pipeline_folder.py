@@ -50,8 +50,9 @@ class PipelineIndex:
     vae: str = "vae"  # folder of the VAE, beside pipeline.yaml
     text_encoder: str = "text_encoder"  # folder of the text encoder, beside pipeline.yaml
     stages: list[str] = field(default_factory=lambda: ["base"])  # stage folders in cascade order, base first
-    # per stage name: its sampling settings here (sampler, steps, cfg, guidance_rescale; noise_aug_level for a
-    # super-resolution stage: vidiff.pipelines.cascade.StageSampling); a stage without an entry uses its config's
+    # per stage name: its sampling settings here (sampler, steps, cfg, image_cfg, guidance_rescale; noise_aug_level
+    # for a super-resolution or image-to-video stage: vidiff.pipelines.cascade.StageSampling); a stage without an entry
+    # uses its config's
     sampling: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -214,7 +215,14 @@ def load_pipeline(folder: str | Path) -> Pipeline:
     if is_legacy_export(folder):
         return load_legacy_export(folder)
     index = read_index(folder)
-    check_chain(stage_configs(folder, index), str(folder))
+    configs = stage_configs(folder, index)
+    check_chain(configs, str(folder))
+    if (index.task == "image_to_video") != bool(configs[0].image_channels):
+        raise VidiffError(
+            f"{folder / PIPELINE_FILE} says task {index.task}, but its first stage {configs[0].name!r} "
+            f"{'takes no image' if configs[0].image_channels == 0 else 'takes an image'}; set task: "
+            f"{'text_to_video' if configs[0].image_channels == 0 else 'image_to_video'} there"
+        )
     vae = CausalVAE3D.from_pretrained(folder / index.vae)
     text_encoder = TextEncoder.from_pretrained(folder / index.text_encoder)
     stages = [DiffusionStage.from_pretrained(folder / name) for name in index.stages]
