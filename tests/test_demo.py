@@ -138,6 +138,9 @@ def test_the_demo_picks_the_base_backbone_by_name(tmp_path, capsys):
     assert dit.base_config.endswith("configs/toy/base_dit.yaml") and dit.base_name == "base DiT"
     unet = Demo(tmp_path / "u", load_config(DemoConfig, None, ["denoiser=unet"]))
     assert unet.base_config.endswith("configs/toy/base_unet.yaml") and unet.base_name == "base U-Net"
+    assert dit.cfg.i2v and not unet.cfg.i2v  # the toy I2V stage fine-tunes the DiT
+    assert main(["demo", "--out", str(tmp_path / "bad"), "denoiser=unet", "i2v=true"]) == 2
+    assert "the toy I2V stage fine-tunes a DiT base stage" in capsys.readouterr().err
     assert main(["demo", "--out", str(tmp_path / "bad"), "denoiser=vit"]) == 2
     assert "denoiser='vit' has no toy config; use unet or dit" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()  # refused before anything was written

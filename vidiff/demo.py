@@ -62,9 +62,10 @@ class DemoConfig:
     ssr_config: str = str(CONFIGS / "toy" / "ssr.yaml")  # the SSR stage's training config
     ssr_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=500"])  # key=value on ssr_config
     # image-to-video: an I2V stage fine-tuned from the base stage (its new input channels start at zero), then
-    # animating fresh first frames of held-out (colour, shape, direction) clips with their captions; false: skipped.
+    # animating fresh first frames of held-out (colour, shape, direction) clips with their captions; false: skipped;
+    # null: on when the base stage is the toy DiT, which the toy I2V config fine-tunes (off for denoiser=unet).
     # Its steps are the demo's budget for it (docs/experiments/toy-demo.md)
-    i2v: bool = True
+    i2v: bool | None = None
     i2v_config: str = str(CONFIGS / "toy" / "i2v.yaml")  # the I2V stage's training config (a DiT: a DiT base stage's)
     i2v_overrides: list[str] = field(default_factory=lambda: ["train.max_steps=3000"])  # key=value on i2v_config
     i2v_stills_per_triple: int = 6  # held-out stills animated per held-out triple (72 videos)
@@ -80,7 +81,10 @@ class DemoConfig:
     def __post_init__(self):
         if self.base_config is None and not (CONFIGS / "toy" / f"base_{self.denoiser}.yaml").is_file():
             raise ConfigError(f"demo: denoiser={self.denoiser!r} has no toy config; use unet or dit, or set base_config")
-        if self.i2v and self.base_config is None and self.denoiser != "dit" and self.i2v_config == DemoConfig.i2v_config:
+        fits = self.base_config is not None or self.denoiser == "dit" or self.i2v_config != DemoConfig.i2v_config
+        if self.i2v is None:
+            self.i2v = fits
+        elif self.i2v and not fits:
             raise ConfigError(
                 f"demo: the toy I2V stage fine-tunes a DiT base stage, but denoiser={self.denoiser!r}; set i2v=false or "
                 "give i2v_config a stage with the base stage's backbone"
