@@ -43,7 +43,7 @@ class DemoConfig:
     scene_frames: tuple[int, int] = (18, 30)  # range of a scene's length in frames
     holdout_per_motion: int = HOLDOUT_PER_MOTION  # (colour, shape) pairs per direction never shown in training
     vae_config: str = str(CONFIGS / "toy" / "vae.yaml")  # the VAE's training config
-    # fewer steps than the toy configs' own, so the whole demo with its cascade fits a 30-minute CPU budget (measured:
+    # fewer steps than the toy config's own, to keep the whole demo (cascade and I2V stage) near 35 CPU minutes (measured:
     # docs/experiments/toy-demo.md)
     vae_overrides: list[str] = field(default_factory=lambda: ["train.steps=2700"])
     # the base stage's backbone: "dit" or "unet" (picks configs/toy/base_<denoiser>.yaml); the DiT meets every
