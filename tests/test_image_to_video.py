@@ -201,6 +201,7 @@ def test_image_to_video_is_seeded_and_starts_from_the_image(pipelines):
     a = pipe(images, [PROMPT, ""], seed=3)
     assert a.shape == (2, 3, 9, 32, 32)
     torch.testing.assert_close(pipe(images, [PROMPT, ""], seed=3), a)
+    torch.testing.assert_close(pipe.stage_videos(images, [PROMPT, ""], seed=3)[-1], a)
     other = pipe(images.flip(0), [PROMPT, ""], seed=3)
     assert (other - a).abs().max() > 1e-3  # the image reaches the output
     with pytest.raises(VidiffError, match=r"\[B, 3, 32, 32\].*fit them first"):

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from vidiff.errors import VidiffError
 from vidiff.images import fit_image, read_image
+from vidiff.models.cond import Cond
 from vidiff.pipelines.generation import GenerationPipeline, write_videos
 
 
@@ -48,16 +49,19 @@ class ImageToVideo(GenerationPipeline):
     def __call__(self, images: torch.Tensor, prompts: Sequence[str], seed: int = 0, progress: bool = False) -> torch.Tensor:
         """Videos [B, C, T, H, W] in [-1, 1] whose first frame is the image; prompt i ("" for none) says how image i
         moves. The same seed gives the same videos."""
-        return self.stage_videos(images, prompts, seed, progress)[-1]
+        return self.vae.decode_latents(self.cascade.sample(self.cond(images, prompts), seed=seed, progress=progress))
 
-    @torch.no_grad()
     def stage_videos(self, images: torch.Tensor, prompts: Sequence[str], seed: int = 0,
                      progress: bool = False) -> list[torch.Tensor]:
-        """Every stage's videos for the images and prompts, from one run of the cascade, in stage order."""
+        """Every stage's videos for the images and prompts, from one run of the cascade, in stage order; the last is
+        what `__call__` returns for the same seed."""
+        return self.stage_videos_for(self.cond(images, prompts), seed=seed, progress=progress)
+
+    def cond(self, images: torch.Tensor, prompts: Sequence[str]) -> Cond:
+        """The Cond of images [B, 3, H, W] (encoded) and their prompts."""
         if len(prompts) != images.shape[0]:
             raise VidiffError(f"{len(prompts)} prompts for {images.shape[0]} images; give one prompt per image")
-        cond = self.text_cond(prompts, image_latent=self.encode_images(images))
-        return self.stage_videos_for(cond, seed=seed, progress=progress)
+        return self.text_cond(prompts, image_latent=self.encode_images(images))
 
 
 def load_image_for(pipe: ImageToVideo, path: str | Path) -> tuple[torch.Tensor, list[str]]:
