@@ -105,14 +105,12 @@ def stage_step_section(config: Path, compiled: bool, repeats: int) -> Callable[[
         length = run_cfg.text.context_length
         cond = Cond(torch.randn(1, length, sc.text_dim, device="cuda", generator=gen),
                     torch.ones(1, length, dtype=torch.bool, device="cuda"))
-        if sc.lowres_channels:  # a super-resolution stage: its low-res input, noise-augmented as in training
-            low = torch.randn(1, *sc.lowres_shape(*shape[2:]), device="cuda", generator=gen)
-            level = torch.full((1,), sc.lowres.noise_aug_max / 2, device="cuda")
-            cond = stage.augment_input(dataclasses.replace(cond, lowres=low), level, torch.randn_like(low))
-        if sc.image_channels:  # an image-to-video stage: the first frame's latent, noise-augmented as in training
-            image = torch.randn(1, sc.image_channels, 1, *shape[3:], device="cuda", generator=gen)
-            level = torch.full((1,), sc.image.noise_aug_max / 2, device="cuda")
-            cond = stage.augment_input(dataclasses.replace(cond, image_latent=image), level, torch.randn_like(image))
+        field = sc.conditioning_input  # an SR stage's low-res input or an I2V stage's image, noise-augmented as in training
+        if field:
+            size = sc.lowres_shape(*shape[2:]) if field == "lowres" else (sc.image_channels, 1, *shape[3:])
+            value = torch.randn(1, *size, device="cuda", generator=gen)
+            level = torch.full((1,), sc.noise_augmentation.noise_aug_max / 2, device="cuda")
+            cond = stage.augment_input(dataclasses.replace(cond, **{field: value}), level, torch.randn_like(value))
         forward = maybe_compile(stage, compiled, f"the {name} stage")
 
         def step() -> None:
