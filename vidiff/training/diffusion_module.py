@@ -23,6 +23,7 @@ from vidiff.training.lr_schedule import DECAYS, warmup_decay_factor
 from vidiff.training.objective import DiffusionObjective
 from vidiff.training.optimizer import adamw, check_adamw_implementation
 from vidiff.training.sample_keys import SampleKeys
+from vidiff.training.strategy import DistributedConfig
 
 
 @dataclass
@@ -43,7 +44,7 @@ class OptimConfig:
 
 
 @dataclass
-class DiffusionTrainConfig:
+class DiffusionTrainConfig(DistributedConfig):  # train.strategy, devices, num_nodes (vidiff.training.strategy)
     max_steps: int = 2000  # optimizer steps in all; a rerun resumes until it reaches them
     steps_per_epoch: int = 100  # steps between epoch-end checkpoints (batches depend on the step, not the epoch)
     batch_size: int = 32  # global batch of video clips, split evenly across ranks
@@ -55,7 +56,7 @@ class DiffusionTrainConfig:
     loss_weighting: str = "min_snr"  # plain, min_snr, min_snr_plain (their mean) or learned (EDM2); docs/training.md
     min_snr_gamma: float = 5.0  # the cap of min-SNR weighting
     ema_decay: float = 0.999  # decay of the EMA weights that the export holds
-    precision: str = "auto"  # auto = bf16-mixed on a GPU with bf16, else 32-true
+    precision: str = "auto"  # auto = bf16-mixed on a GPU with bf16, else 32-true (fp32)
     seed: int = 0  # keys every random draw: batches, timesteps, noise, dropout
     num_workers: int = 0  # DataLoader worker processes (the latent cache is in memory)
     log_every: int = 10  # steps between logged metrics
@@ -102,10 +103,12 @@ class DiffusionModule(L.LightningModule):
         keys = SampleKeys.for_rank(self.train_config.seed, self.global_step, b, self.global_rank)
         out = self.objective(self.stage, latents, Cond.from_batch(batch, latents.dtype), keys, self.train_forward)
         self._log_compile_seconds()
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=b)
-        self.log(f"train/loss_t{latents.shape[2]}", out.loss, batch_size=b)
+        # every rank holds an equal slice of the global batch, so the mean over ranks is the global batch's loss
+        sync = self.trainer.world_size > 1
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=b, sync_dist=sync)
+        self.log(f"train/loss_t{latents.shape[2]}", out.loss, batch_size=b, sync_dist=sync)
         if out.objective is not out.loss:
-            self.log("train/objective", out.objective, batch_size=b)
+            self.log("train/objective", out.objective, batch_size=b, sync_dist=sync)
         return out.objective
 
     def _log_compile_seconds(self) -> None:
@@ -122,6 +125,12 @@ class DiffusionModule(L.LightningModule):
         object.__setattr__(self, "ema", EMA(self.stage.denoiser, self.train_config.ema_decay))
         return new
 
+    def on_fit_start(self) -> None:
+        # Under ZeRO-3 each rank now holds a partition of every parameter; the EMA keeps the same partition. A
+        # checkpoint's (full) EMA has already been loaded by now, and is partitioned with the rest.
+        if hasattr(next(self.stage.denoiser.parameters()), "ds_tensor") and not self.ema.sharded:
+            self.ema.shard_like(self.stage.denoiser)
+
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.ema.update(self.stage.denoiser)
 
@@ -137,11 +146,14 @@ class DiffusionModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def ema_state(self) -> dict[str, torch.Tensor]:
-        return self.ema.shadow.state_dict()
+        """The full EMA weights of the denoiser; under ZeRO-3 every rank must call it (it gathers partitions)."""
+        p = "shadow."
+        return {k[len(p):]: v for k, v in self.ema.state_dict().items() if k.startswith(p)}
 
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
         self.ema._apply(fn, recurse)
+        self.ema.float()  # a bf16 run casts the module; the average of small updates needs float32
         return self
 
 

@@ -21,12 +21,13 @@ from vidiff.config import save_config
 from vidiff.errors import VidiffError
 from vidiff.models.text_encoder import TextEncoder, TextEncoderConfig, encode_captions
 from vidiff.pipelines.pipeline_folder import save_pipeline, vae_hash
-from vidiff.pipelines.stage import StageConfig
+from vidiff.pipelines.stage import DiffusionStage, StageConfig
 from vidiff.runtime import keep_freed_memory
 from vidiff.training.batching import JointBatchSampler, StepKeyedLoader, SyncSamplerWithTrainer
 from vidiff.training.diffusion_module import DiffusionModule, DiffusionTrainConfig
 from vidiff.training.latent_cache import load_latent_cache
 from vidiff.training.quiet import quiet_lightning
+from vidiff.training.strategy import trainer_layout
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +201,9 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
             print(f"stage initialised from {tc.init_from} (train.init_from); tensors not from it, at their zero or fresh "
                   f"initialisation: {', '.join(new) or 'none'}", flush=True)
     trainer = L.Trainer(
+        **trainer_layout(tc, tc.precision),
         max_steps=tc.max_steps,
         max_epochs=-1,
-        precision=_precision(tc.precision),
         gradient_clip_val=tc.optim.grad_clip or None,
         logger=[L.pytorch.loggers.CSVLogger(out, name="logs"), _tensorboard(out)],
         callbacks=[
@@ -218,24 +219,17 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
     )
     trainer.fit(module, loader, ckpt_path=str(last) if last.is_file() else None)
     export = out / "export"
+    ema = module.ema_state()  # on every rank: under ZeRO-3 it gathers the partitions
     if trainer.is_global_zero:
-        export_stage(module, text_encoder, export, vae_dir)
+        export_stage(module.stage, ema, text_encoder, export, vae_dir)
     trainer.strategy.barrier("export")
     return export
 
 
-def export_stage(module: DiffusionModule, text_encoder: TextEncoder, export_dir: Path, vae_dir: Path) -> Path:
-    """The stage's EMA weights with the VAE it was trained on and its text encoder, as one pipeline folder."""
-    ema = {f"denoiser.{k}": v for k, v in module.ema_state().items()}
-    return save_pipeline(export_dir, vae_dir, text_encoder, [(module.stage, ema)])
-
-
-def _precision(setting: str) -> str:
-    if setting != "auto":
-        return setting
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
+def export_stage(stage: DiffusionStage, ema: dict[str, torch.Tensor], text_encoder: TextEncoder, export_dir: Path,
+                 vae_dir: Path) -> Path:
+    """A stage's EMA weights `ema` with the VAE it was trained on and its text encoder, as one pipeline folder."""
+    return save_pipeline(export_dir, vae_dir, text_encoder, [(stage, {f"denoiser.{k}": v for k, v in ema.items()})])
 
 
 def _tensorboard(out: Path):
