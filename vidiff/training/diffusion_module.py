@@ -136,14 +136,23 @@ class DiffusionModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.train_config.optim
-        groups = [{"params": [p for p in self.stage.denoiser.parameters() if p.requires_grad]}]
-        if self.objective.log_variance is not None:
-            groups.append({"params": list(self.objective.log_variance.parameters()), "weight_decay": 0.0})
-        opt = adamw(groups, o.adamw, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        opt = adamw(self._param_groups(), o.adamw, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
         max_steps = self.train_config.max_steps
         factor = lambda step: warmup_decay_factor(step, o.warmup_steps, max_steps, o.decay, o.min_lr_ratio)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _param_groups(self) -> list[dict]:
+        groups = [{"params": [p for p in self.stage.denoiser.parameters() if p.requires_grad]}]
+        if self.objective.log_variance is not None:
+            groups.append({"params": list(self.objective.log_variance.parameters()), "weight_decay": 0.0})
+        return groups
+
+    def named_param_groups(self) -> list[list[tuple[str, torch.nn.Parameter]]]:
+        """The optimizer's parameter groups as (name, parameter) pairs, in its order (for loading checkpoints of
+        another layout, vidiff.training.checkpoint_layout)."""
+        names = {id(p): n for n, p in self.named_parameters()}
+        return [[(names[id(p)], p) for p in group["params"]] for group in self._param_groups()]
 
     def ema_state(self) -> dict[str, torch.Tensor]:
         """The full EMA weights of the denoiser; under ZeRO-3 every rank must call it (it gathers partitions)."""

@@ -117,30 +117,37 @@ def trainer_layout(config: DistributedConfig, precision: str = "auto") -> dict[s
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     world = devices * num_nodes
     backend = "nccl" if accelerator == "gpu" else "gloo"
+    single, ddp, zero_gpu, zero_cpu = strategy_classes()
     if config.zero_stage:
-        gpu_class, cpu_class = zero_strategy_classes()
-        cls = gpu_class if accelerator == "gpu" else cpu_class
-        strategy = cls(config=deepspeed_config(config), process_group_backend=backend)
+        strategy = (zero_gpu if accelerator == "gpu" else zero_cpu)(config=deepspeed_config(config),
+                                                                   process_group_backend=backend)
     elif config.strategy == "ddp" or world > 1:
-        from lightning.pytorch.strategies import DDPStrategy
-
-        strategy = DDPStrategy(process_group_backend=backend)
+        strategy = ddp(process_group_backend=backend)
     else:
-        strategy = "auto"
+        strategy = single(device=torch.device("cuda", 0) if accelerator == "gpu" else torch.device("cpu"))
     return dict(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
                 precision=precision_for(precision, accelerator))
 
 
 @functools.cache
-def zero_strategy_classes() -> tuple[type, type]:
-    """(ZeroStrategy, CPUZeroStrategy), built on first use: importing Lightning's DeepSpeed strategy imports
-    DeepSpeed, which is slow."""
+def strategy_classes() -> tuple[type, type, type, type]:
+    """vidiff's Lightning strategies: (single device, DDP, ZeRO, ZeRO on CPU ranks). Built on first use: importing
+    Lightning's DeepSpeed strategy imports DeepSpeed, which is slow."""
     from lightning.fabric.utilities.seed import reset_seed
-    from lightning.pytorch.strategies import DeepSpeedStrategy
+    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, SingleDeviceStrategy
 
-    class ZeroStrategy(DeepSpeedStrategy):
-        """Lightning's DeepSpeedStrategy, with every parameter in plain contiguous layout before DeepSpeed takes it:
-        the U-Net keeps its conv weights channels-last, which DeepSpeed's broadcast and flat buffers cannot view."""
+    from vidiff.training.checkpoint_layout import LayoutAwareCheckpoints, ZeroCheckpoints
+
+    class SingleDevice(LayoutAwareCheckpoints, SingleDeviceStrategy):
+        """One process; resumes from checkpoints of any layout (vidiff.training.checkpoint_layout)."""
+
+    class DDP(LayoutAwareCheckpoints, DDPStrategy):
+        """Lightning's DDP; resumes from checkpoints of any layout (vidiff.training.checkpoint_layout)."""
+
+    class Zero(ZeroCheckpoints, DeepSpeedStrategy):
+        """Lightning's DeepSpeedStrategy; resumes from checkpoints of any layout, and puts every parameter in plain
+        contiguous layout before DeepSpeed takes it: the U-Net keeps its conv weights channels-last, which DeepSpeed's
+        broadcast and flat buffers cannot view."""
 
         def _setup_model_and_optimizer(self, model, optimizer, lr_scheduler=None):
             for p in model.parameters():
@@ -148,12 +155,10 @@ def zero_strategy_classes() -> tuple[type, type]:
                     p.data = p.data.clone(memory_format=torch.contiguous_format)
             return super()._setup_model_and_optimizer(model, optimizer, lr_scheduler)
 
-    class CPUZeroStrategy(ZeroStrategy):
+    class CPUZero(Zero):
         """The same on CPU processes (gloo). DeepSpeed itself runs ZeRO on the CPU, but Lightning's strategy as
         shipped refuses any accelerator other than CUDA, checks that device indices match local ranks (a CPU device
         has no index) and hands DeepSpeed the root device's index. Only those checks change."""
-
-        strategy_name = "deepspeed_cpu"
 
         def setup_environment(self) -> None:
             # DDP's environment setup, without DeepSpeedStrategy's CUDA-only check
@@ -169,4 +174,4 @@ def zero_strategy_classes() -> tuple[type, type]:
         def root_device(self) -> torch.device:
             return torch.device("cpu", 0)
 
-    return ZeroStrategy, CPUZeroStrategy
+    return SingleDevice, DDP, Zero, CPUZero

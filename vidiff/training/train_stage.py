@@ -28,6 +28,7 @@ from vidiff.training.diffusion_module import DiffusionModule, DiffusionTrainConf
 from vidiff.training.latent_cache import load_latent_cache
 from vidiff.training.quiet import quiet_lightning
 from vidiff.training.strategy import trainer_layout
+from vidiff.training.zero_checkpoint import parameter_shapes, shape_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -168,11 +169,14 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
     keep_freed_memory()  # reuse a step's freed activations instead of page-faulting them in again (vidiff.runtime)
     L.seed_everything(tc.seed, verbose=False)
     out = Path(config.out_dir)
+    module = DiffusionModule(config.stage, tc)
+    last = out / "checkpoints" / "last.ckpt"  # a file, or a folder of ZeRO shards
+    if last.exists():
+        check_resumable(last, module, out)
     if rank_zero_only.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "train.yaml")
 
-    module = DiffusionModule(config.stage, tc)
     text_encoder = TextEncoder(config.text)
     dataset, vae_dir = build_dataset(config, text_encoder)
     frames = [int(z.shape[1]) for z in dataset.latents]
@@ -193,9 +197,8 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
     )
     loader = StepKeyedLoader(dataset, batch_sampler=sampler, num_workers=tc.num_workers)  # each rank takes its slice
 
-    ckpt_dir = out / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
-    if tc.init_from and not last.is_file():
+    ckpt_dir = last.parent
+    if tc.init_from and not last.exists():
         new = module.init_weights_from(tc.init_from, vae_hash(vae_dir))
         if rank_zero_only.rank == 0:
             print(f"stage initialised from {tc.init_from} (train.init_from); tensors not from it, at their zero or fresh "
@@ -217,13 +220,28 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
         num_sanity_val_steps=0,
         deterministic=False,
     )
-    trainer.fit(module, loader, ckpt_path=str(last) if last.is_file() else None)
+    trainer.fit(module, loader, ckpt_path=str(last) if last.exists() else None)
     export = out / "export"
     ema = module.ema_state()  # on every rank: under ZeRO-3 it gathers the partitions
     if trainer.is_global_zero:
         export_stage(module.stage, ema, text_encoder, export, vae_dir)
     trainer.strategy.barrier("export")
     return export
+
+
+def check_resumable(last: Path, module: DiffusionModule, out: Path) -> None:
+    """A VidiffError before any step when the checkpoint `last` holds other parameters than `module`'s."""
+    try:
+        stored = parameter_shapes(last)
+    except (OSError, RuntimeError, KeyError, IndexError) as exc:
+        raise VidiffError(f"cannot read the checkpoint {last} to resume from ({exc}); move it away to start afresh, "
+                          "or resume from a complete checkpoint") from None
+    differs = shape_mismatch(stored, [(n, p) for group in module.named_param_groups() for n, p in group])
+    if differs:
+        raise VidiffError(
+            f"{out} holds a checkpoint of another model ({last}: {differs}); train this config in another out_dir, "
+            f"or resume with the config that run used ({out / 'train.yaml'})"
+        )
 
 
 def export_stage(stage: DiffusionStage, ema: dict[str, torch.Tensor], text_encoder: TextEncoder, export_dir: Path,
