@@ -112,8 +112,27 @@ def _run_train(args) -> int:
     from vidiff.config import load_config
     from vidiff.training.train_stage import TrainRunConfig, train_stage
 
+    from lightning.pytorch.utilities import rank_zero_only
+
     export = train_stage(load_config(TrainRunConfig, args.config, args.overrides))
-    print(f"exported: {export}")
+    if rank_zero_only.rank == 0:  # every rank returns here; one line is enough
+        print(f"exported: {export}")
+    return 0
+
+
+def _register_export(sub) -> None:
+    p = sub.add_parser("export", help="consolidate a training checkpoint (a file, or ZeRO shards from any number of "
+                                      "ranks) into the stage folder that `vidiff generate` reads")
+    p.add_argument("--checkpoint", required=True, help="RUN/checkpoints/last.ckpt of a `vidiff train` run")
+    p.add_argument("--out", required=True, help="pipeline folder to write (EMA weights, VAE, text encoder)")
+    p.add_argument("--config", help="the run's training config (default: RUN/train.yaml beside RUN/checkpoints/)")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> int:
+    from vidiff.training.export_checkpoint import export_checkpoint
+
+    print(f"exported: {export_checkpoint(args.checkpoint, args.out, args.config)}")
     return 0
 
 
@@ -407,6 +426,7 @@ COMMANDS = [
     _register_train_vae,
     _register_eval_vae,
     _register_encode,
+    _register_export,
     _register_upgrade_export,
 ]
 

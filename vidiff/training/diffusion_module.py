@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from vidiff.errors import ConfigError
 from vidiff.models.cond import Cond
@@ -89,7 +90,12 @@ class DiffusionModule(L.LightningModule):
         # stage stays registered as it is, so checkpoints, the EMA, sampling and the export see the eager stage
         # under its own keys. With train.compile off this is the stage itself.
         name = f"the {stage_config.name} stage's {stage_config.denoiser.kind} denoiser"
-        object.__setattr__(self, "train_forward", maybe_compile(self.stage, tc.compile, name))
+        compile_forward = tc.compile and tc.zero_stage != 3
+        if tc.compile and not compile_forward:
+            # ZeRO-3 gathers each layer's weights in hooks around its forward, which the compiled graph would skip
+            rank_zero_warn("train.compile is off under ZeRO-3 (train.strategy=zero3*): it gathers each layer's "
+                           "partitioned weights in hooks that a compiled forward bypasses; the step runs eagerly")
+        object.__setattr__(self, "train_forward", maybe_compile(self.stage, compile_forward, name))
         self.objective = DiffusionObjective(
             tc.loss_weighting,
             tc.min_snr_gamma,

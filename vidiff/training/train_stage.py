@@ -196,6 +196,8 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
         seed=tc.seed,
     )
     loader = StepKeyedLoader(dataset, batch_sampler=sampler, num_workers=tc.num_workers)  # each rank takes its slice
+    layout = trainer_layout(tc, tc.precision)
+    sampler.set_rank(0, layout["devices"] * layout["num_nodes"])  # a batch that does not split: an error before any step
 
     ckpt_dir = last.parent
     if tc.init_from and not last.exists():
@@ -204,7 +206,7 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
             print(f"stage initialised from {tc.init_from} (train.init_from); tensors not from it, at their zero or fresh "
                   f"initialisation: {', '.join(new) or 'none'}", flush=True)
     trainer = L.Trainer(
-        **trainer_layout(tc, tc.precision),
+        **layout,
         max_steps=tc.max_steps,
         max_epochs=-1,
         gradient_clip_val=tc.optim.grad_clip or None,
