@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from training_helpers import tiny_latent_cache
 
 from vidiff.config import load_config
 from vidiff.errors import VidiffError
-from vidiff.models.vae import CausalVAE3D, VAEConfig
-from vidiff.training.latent_cache import encode_manifest, load_latent_cache
+from vidiff.training.latent_cache import load_latent_cache
 from vidiff.training.train_stage import TrainRunConfig, train_stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,22 +30,7 @@ TINY_UNET = [
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    from vidiff.toyworld import generate_dataset
-
-    root = tmp_path_factory.mktemp("cache")
-    jsonl = generate_dataset(root / "toy", 6, num_frames=5, height=16, width=16, seed=1)
-    rows = []
-    for line in jsonl.read_text().splitlines():
-        item = json.loads(line)
-        rows.append({"source": str(root / "toy" / item["path"]), "start_frame": 0, "end_frame": 5,
-                     "caption": item["caption"], "status": "kept", "id": item["path"]})
-    manifest = root / "manifest.jsonl"
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    vae = CausalVAE3D(VAEConfig(latent_channels=4, block_out_channels=(8, 16, 16), layers_per_block=1, mid_layers=1,
-                                temporal_compression=4, spatial_compression=4, tile_sample_size=64, tile_overlap=16))
-    vae.save_pretrained(root / "vae")
-    out = encode_manifest(root / "vae", manifest, root / "latents", num_frames=5, size=(16, 16), image_share=0.5, progress=False)
-    return out
+    return tiny_latent_cache(tmp_path_factory.mktemp("cache"))
 
 
 def _run(tmp, cache, steps, name, extra=()):

@@ -109,10 +109,10 @@ def _register_train(sub) -> None:
 
 
 def _run_train(args) -> int:
+    from lightning.pytorch.utilities import rank_zero_only
+
     from vidiff.config import load_config
     from vidiff.training.train_stage import TrainRunConfig, train_stage
-
-    from lightning.pytorch.utilities import rank_zero_only
 
     export = train_stage(load_config(TrainRunConfig, args.config, args.overrides))
     if rank_zero_only.rank == 0:  # every rank returns here; one line is enough
@@ -300,9 +300,14 @@ def _run_train_vae(args) -> int:
 
     overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out else [])
     cfg = load_config(VAETrainConfig, args.config, overrides)  # config errors before the slow Lightning import
+    from lightning.pytorch.utilities import rank_zero_only
+
     from vidiff.training.vae_module import read_train_summary, train_vae
 
-    s = read_train_summary(train_vae(cfg))
+    out = train_vae(cfg)
+    if rank_zero_only.rank != 0:  # rank 0 alone evaluates and writes the summary
+        return 0
+    s = read_train_summary(out)
     print(
         f"trained {s['steps']} steps in {s['train_wall_s']:.0f} s wall ({s['train_cpu_s']:.0f} s CPU); "
         f"held-out toy PSNR {s['heldout_psnr_db']:.2f} dB; weights: {s['out_dir']}"
@@ -353,7 +358,11 @@ def _run_eval_vae(args) -> int:
 
 
 def _register_encode(sub) -> None:
-    p = sub.add_parser("encode", help="encode clips once into latent shards (a cache for diffusion training)")
+    p = sub.add_parser(
+        "encode",
+        help="encode clips once into latent shards (a cache for diffusion training); on N ranks (torchrun, SLURM, or "
+             "--rank/--world-size by hand on machines sharing OUT) each encodes its share and the last merges",
+    )
     p.add_argument("--checkpoint", required=True, help="VAE folder with config.yaml + model.safetensors")
     p.add_argument("--out", required=True, help="cache folder to write")
     src = p.add_mutually_exclusive_group(required=True)
@@ -377,20 +386,33 @@ def _register_encode(sub) -> None:
                    help="with --lowres: 'pixel' stores the conditioning resampled back onto the clip's grid in pixels "
                         "(for stages with stage.lowres.resample: pixel; meta.json then records lowres_residual_std, "
                         "the value of stage.lowres.residual_scale); 'latent' (default) at its own size")
+    p.add_argument("--rank", type=int,
+                   help="this process's rank R of --world-size N: it encodes its share of the batches into "
+                        "OUT/part-R-of-N; default: torchrun's RANK, else SLURM_PROCID, else 0")
+    p.add_argument("--world-size", type=int,
+                   help="number of ranks N sharing the work (default: torchrun's WORLD_SIZE, else SLURM_NTASKS, else "
+                        "1); every rank needs the same settings; a rerun skips written parts, and the last rank to "
+                        "finish merges them into the cache (the same one 1 process writes)")
     p.set_defaults(func=_run_encode)
 
 
 def _run_encode(args) -> int:
     from vidiff.training import latent_cache as lc
+    from vidiff.training.encode_ranks import PLAN, resolve_rank
 
+    rank, world_size, source = resolve_rank(args.rank, args.world_size)
+    if world_size > 1:
+        print(f"encode: rank {rank} of {world_size} ({source})")
     shared = {"num_frames": args.frames, "size": (args.height, args.width), "image_share": args.image_share,
               "seed": args.seed, "lowres": args.lowres or "", "crop": tuple(args.crop) if args.crop else None,
-              "resample": args.resample}
+              "resample": args.resample, "rank": rank, "world_size": world_size}
     if args.toyworld is not None:
         out = lc.encode_toyworld(args.checkpoint, args.toyworld, args.out, batch_size=args.batch_size, **shared)
     else:
         out = lc.encode_manifest(args.checkpoint, args.manifest, args.out, args.batch_size, stride=args.stride,
                                  windows_per_clip=args.windows_per_clip, **shared)
+    if (Path(out) / PLAN).is_file():  # parts remain: this rank's is written, and another rank merges (it said so)
+        return 0
     residual = json.loads((Path(out) / "meta.json").read_text()).get("lowres_residual_std")
     print(f"latent cache: {out}" + (f" (residual std {residual}: stage.lowres.residual_scale={residual})"
                                      if residual is not None else ""))

@@ -9,6 +9,9 @@ A super-resolution cache (`lowres`: "frames" for TSR, "space" for SSR) also hold
 target latents, `lowres_<i>`: the same VAE's latents of the clip degraded by `degrade` (every 2nd frame,
 or 2x smaller height and width), which is what the stage before it produces at sampling time; its items
 add {lowres: true, lowres_frames}. `crop` encodes a random crop of each clip (SSR trains on crops).
+
+With `world_size` > 1, rank r of N encodes only its share of the batches, and the last rank to finish merges the
+shares into the same cache one process writes (vidiff.training.encode_ranks).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,8 @@ from tqdm import tqdm
 from vidiff.errors import VidiffError
 from vidiff.pipelines.lowres import RESAMPLE_MODES, downsample_grid, prepare_lowres
 from vidiff.pipelines.stage import LowresConfig
+from vidiff.training import encode_ranks
+from vidiff.training.encode_ranks import Item
 
 SHARD_ITEMS = 2048
 LOWRES_FACTOR = 2  # Imagen Video's per-stage factor: TSR doubles the frame rate, SSR the height and width
@@ -201,12 +206,16 @@ def encode_manifest(
     out_dir: str | Path,
     batch_size: int = 32,
     progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
     **settings,
 ) -> Path:
-    """Encode the manifest's kept clips into a cache at `out_dir` (skipped if it exists with the same settings)."""
+    """Encode the manifest's kept clips into a cache at `out_dir` (skipped if it exists with the same settings).
+    With world_size > 1 this process encodes rank's share; `out_dir` holds the cache once the last rank returns."""
     from vidiff.manifest import read_manifest
     from vidiff.video import read_video
 
+    encode_ranks.check_rank(rank, world_size)
     s = EncodeSettings(**settings)
     s.size, s.crop = tuple(s.size), tuple(s.crop) if s.crop is not None else None
     out = Path(out_dir)
@@ -223,24 +232,27 @@ def encode_manifest(
     if not jobs:
         raise VidiffError(f"manifest {manifest}: no clip is long enough for {s.num_frames} frames at stride {s.stride}")
 
-    writer = _CacheWriter(out)
-    with torch.no_grad():
-        for b in tqdm(range(0, len(jobs), batch_size), desc="encode", unit="batch", disable=not progress):
-            batch = jobs[b : b + batch_size]
-            videos = torch.stack([_read_window(read_video, row, start, span, s) for row, start in batch])
-            videos = _crop(videos, s, range(b, b + len(batch)))
-            pairs = _encode_pairs(vae, videos, s)
-            # window j also gives an image when ceil((j + 1) * share) steps up: the asked share, and at least one
-            # image from the first window on, so a small manifest still feeds joint image+video training
-            picks = [i for i in range(len(batch)) if _steps_up(b + i, s.image_share)]
-            zi = vae.encode_latents(videos[picks, :, :1]) if picks else []
-            images = dict(zip(picks, zi, strict=True))
-            for i, (row, _) in enumerate(batch):
-                caption, clip_id = row.get("caption") or "", str(row.get("id", ""))
-                writer.add(pairs[i][0], caption, clip_id, lowres=pairs[i][1])
-                if i in images:
-                    writer.add(images[i], caption, clip_id)
-    return writer.finish(meta)
+    def encode_batch(k: int) -> list[Item]:
+        b = k * batch_size
+        batch = jobs[b : b + batch_size]
+        videos = torch.stack([_read_window(read_video, row, start, span, s) for row, start in batch])
+        videos = _crop(videos, s, range(b, b + len(batch)))
+        pairs = _encode_pairs(vae, videos, s)
+        # window j also gives an image when ceil((j + 1) * share) steps up: the asked share, and at least one
+        # image from the first window on, so a small manifest still feeds joint image+video training
+        picks = [i for i in range(len(batch)) if _steps_up(b + i, s.image_share)]
+        zi = vae.encode_latents(videos[picks, :, :1]) if picks else []
+        images = dict(zip(picks, zi, strict=True))
+        items = []
+        for i, (row, _) in enumerate(batch):
+            caption, clip_id = row.get("caption") or "", str(row.get("id", ""))
+            items.append((pairs[i][0], caption, clip_id, pairs[i][1]))
+            if i in images:
+                items.append((images[i], caption, clip_id, None))
+        return items
+
+    return _encode_batches(out, meta, math.ceil(len(jobs) / batch_size), encode_batch, batch_size, rank, world_size,
+                           progress)
 
 
 def encode_toyworld(
@@ -256,10 +268,14 @@ def encode_toyworld(
     lowres: str = "",
     crop: tuple[int, int] | None = None,
     resample: str = "latent",
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Path:
-    """Encode `num_clips` rendered toy-world clips (no files in between) into a cache at `out_dir`."""
+    """Encode `num_clips` rendered toy-world clips (no files in between) into a cache at `out_dir`; rank and
+    world_size as in encode_manifest."""
     from vidiff.toyworld import ToyWorldDataset
 
+    encode_ranks.check_rank(rank, world_size)
     s = EncodeSettings(num_frames=num_frames, size=tuple(size), image_share=image_share, seed=seed, lowres=lowres,
                        crop=tuple(crop) if crop is not None else None, resample=resample)
     out = Path(out_dir)
@@ -268,16 +284,46 @@ def encode_toyworld(
         return out
     vae = _load_vae(vae_dir, s)
     ds = ToyWorldDataset(num_clips, num_frames, size[0], size[1], image_share=image_share, seed=seed)
-    writer = _CacheWriter(out)
+
+    def encode_batch(k: int) -> list[Item]:
+        b, out_items = k * batch_size, []
+        items = [ds[i] for i in range(b, min(b + batch_size, num_clips))]
+        for frames in sorted({it["video"].shape[1] for it in items}):  # images and videos batch apart
+            group = [(b + j, it) for j, it in enumerate(items) if it["video"].shape[1] == frames]
+            videos = _crop(torch.stack([it["video"] for _, it in group]), s, [i for i, _ in group])
+            for (z, low), (i, it) in zip(_encode_pairs(vae, videos, s), group, strict=True):
+                out_items.append((z, it["caption"], f"toyworld-{seed}-{i:06d}", low))
+        return out_items
+
+    return _encode_batches(out, meta, math.ceil(num_clips / batch_size), encode_batch, batch_size, rank, world_size,
+                           progress)
+
+
+def _encode_batches(out: Path, meta: dict, num_batches: int, encode_batch: Callable[[int], list[Item]],
+                    batch_size: int, rank: int, world_size: int, progress: bool) -> Path:
+    """Write the cache of batches 0..num_batches-1 (encode_batch(k): batch k's items in cache order), or, with
+    world_size > 1, rank's share of them, merged by the last rank to finish. Ranks split at the batches one process
+    encodes, so each VAE call sees the same clips together and the merged cache holds the same values."""
+    plan = {"meta": meta, "batch_size": batch_size, "batches": num_batches, "world_size": world_size}
+    encode_ranks.check_plan(out, plan)  # also stops one process from writing over unfinished parts
     with torch.no_grad():
-        for b in tqdm(range(0, num_clips, batch_size), desc="encode", unit="batch", disable=not progress):
-            items = [ds[i] for i in range(b, min(b + batch_size, num_clips))]
-            for frames in sorted({it["video"].shape[1] for it in items}):  # images and videos batch apart
-                group = [(b + k, it) for k, it in enumerate(items) if it["video"].shape[1] == frames]
-                videos = _crop(torch.stack([it["video"] for _, it in group]), s, [i for i, _ in group])
-                for (z, low), (i, it) in zip(_encode_pairs(vae, videos, s), group, strict=True):
-                    writer.add(z, it["caption"], f"toyworld-{seed}-{i:06d}", lowres=low)
-    return writer.finish(meta)
+        if world_size == 1:
+            bar = tqdm(range(num_batches), desc="encode", unit="batch", disable=not progress)
+            items = (item for k in bar for item in encode_batch(k))
+        else:
+            if not _up_to_date(out, meta):  # a cache of other settings stops being one now, as _CacheWriter does
+                (out / "meta.json").unlink(missing_ok=True)
+            encode_ranks.encode_part(out, rank, world_size, num_batches, encode_batch, progress)
+            if not encode_ranks.claim_merge(out, rank, world_size, num_batches):
+                return out
+            items = encode_ranks.part_items(out, world_size)
+        writer = _CacheWriter(out)
+        for z, caption, clip_id, low in items:
+            writer.add(z, caption, clip_id, lowres=low)
+        writer.finish(meta)
+    if world_size > 1:
+        encode_ranks.remove_parts(out, world_size)
+    return out
 
 
 class _CacheWriter:

@@ -111,18 +111,24 @@ def precision_for(setting: str, accelerator: str) -> str:
     return "32-true"
 
 
-def trainer_layout(config: DistributedConfig, precision: str = "auto") -> dict[str, Any]:
-    """Keyword arguments for lightning.Trainer: accelerator, devices, num_nodes, strategy and precision."""
+def trainer_layout(config: DistributedConfig, precision: str = "auto", explicit_gradients: bool = False
+                   ) -> dict[str, Any]:
+    """Keyword arguments for lightning.Trainer: accelerator, devices, num_nodes, strategy and precision.
+    `explicit_gradients`: the module averages its gradients over the ranks itself (average_gradients), as a module
+    with several optimizers and backward passes per step must; DDP then does not wrap it, and ZeRO is refused."""
     devices, num_nodes = launched_layout(config)
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     world = devices * num_nodes
     backend = "nccl" if accelerator == "gpu" else "gloo"
-    single, ddp, zero_gpu, zero_cpu = strategy_classes()
+    single, ddp, zero_gpu, zero_cpu, unwrapped_ddp = strategy_classes()
+    if config.zero_stage and explicit_gradients:
+        raise ConfigError(f"train.strategy={config.strategy}: this training steps two optimizers (the VAE and its "
+                          "discriminator), which DeepSpeed's engine does not take; use train.strategy=ddp")
     if config.zero_stage:
         strategy = (zero_gpu if accelerator == "gpu" else zero_cpu)(config=deepspeed_config(config),
                                                                    process_group_backend=backend)
     elif config.strategy == "ddp" or world > 1:
-        strategy = ddp(process_group_backend=backend)
+        strategy = (unwrapped_ddp if explicit_gradients else ddp)(process_group_backend=backend)
     else:
         strategy = single(device=torch.device("cuda", 0) if accelerator == "gpu" else torch.device("cpu"))
     return dict(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
@@ -130,8 +136,8 @@ def trainer_layout(config: DistributedConfig, precision: str = "auto") -> dict[s
 
 
 @functools.cache
-def strategy_classes() -> tuple[type, type, type, type]:
-    """vidiff's Lightning strategies: (single device, DDP, ZeRO, ZeRO on CPU ranks). Built on first use: importing
+def strategy_classes() -> tuple[type, type, type, type, type]:
+    """vidiff's Lightning strategies: (single device, DDP, ZeRO, ZeRO on CPU ranks, DDP without its wrapper). Built on first use: importing
     Lightning's DeepSpeed strategy imports DeepSpeed, which is slow."""
     from lightning.fabric.utilities.seed import reset_seed
     from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, SingleDeviceStrategy
@@ -143,6 +149,13 @@ def strategy_classes() -> tuple[type, type, type, type]:
 
     class DDP(LayoutAwareCheckpoints, DDPStrategy):
         """Lightning's DDP; resumes from checkpoints of any layout (vidiff.training.checkpoint_layout)."""
+
+    class UnwrappedDDP(LayoutAwareCheckpoints, DDPStrategy):
+        """DDP's processes and process group, without DDP's wrapper: the module averages its own gradients after
+        each backward (average_gradients). DDP's reducer allows one backward per forward; a GAN step has two."""
+
+        def configure_ddp(self) -> None:
+            pass
 
     class Zero(ZeroCheckpoints, DeepSpeedStrategy):
         """Lightning's DeepSpeedStrategy; resumes from checkpoints of any layout, and puts every parameter in plain
@@ -174,4 +187,22 @@ def strategy_classes() -> tuple[type, type, type, type]:
         def root_device(self) -> torch.device:
             return torch.device("cpu", 0)
 
-    return SingleDevice, DDP, Zero, CPUZero
+    return SingleDevice, DDP, Zero, CPUZero, UnwrappedDDP
+
+
+def average_gradients(params) -> None:
+    """Replace every gradient by its mean over the ranks (one all-reduce of all of them); nothing on one process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from vidiff.errors import VidiffError
 from vidiff.models.vae import VAEConfig
 from vidiff.training.optimizer import check_adamw_implementation
+from vidiff.training.strategy import DistributedConfig
 
 
 @dataclass
@@ -31,7 +32,7 @@ class VAELossConfig:
 
 
 @dataclass
-class VAEOptimConfig:
+class VAEOptimConfig(DistributedConfig):  # train.strategy (auto or ddp), devices, num_nodes
     steps: int = 2000  # optimizer steps in all; a rerun resumes until it reaches them
     batch_size: int = 8  # clips per step
     lr: float = 1e-3  # AdamW's peak learning rate
@@ -55,6 +56,7 @@ class VAEOptimConfig:
     seed: int = 0  # seeds initialisation and batches
 
     def __post_init__(self):
+        super().__post_init__()
         check_adamw_implementation(self.adamw, "train.adamw")
         if not self.latent_noise >= 0:
             raise VidiffError(

@@ -21,6 +21,7 @@ from vidiff.training.compile import maybe_compile, take_compile_seconds
 from vidiff.training.lr_schedule import warmup_decay_factor
 from vidiff.training.optimizer import adamw
 from vidiff.training.quiet import quiet_lightning
+from vidiff.training.strategy import average_gradients, trainer_layout
 from vidiff.training.vae_config import VAETrainConfig
 from vidiff.training.vae_eval import clip_psnr, latent_stats, toy_videos
 
@@ -127,6 +128,7 @@ class VAEModule(pl.LightningModule):
                 logger.log_metrics({"train/compile_seconds": seconds}, step=step)
         opts[0].zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        average_gradients(self.vae.parameters())  # over the ranks, each holding a slice of the global batch
         if self.cfg.train.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.vae.parameters(), self.cfg.train.grad_clip)
         opts[0].step()
@@ -135,13 +137,15 @@ class VAEModule(pl.LightningModule):
             d_loss = F.relu(1 - self.disc(x)).mean() + F.relu(1 + self.disc(recon.detach())).mean()
             opts[1].zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
+            average_gradients(self.disc.parameters())
             opts[1].step()
             parts["d"] = d_loss
         with torch.no_grad():
             parts["psnr"] = psnr(recon.detach(), x).mean()
-        self.log("loss", loss.detach(), prog_bar=True)
-        self.log("psnr", parts["psnr"], prog_bar=True)
-        self.log_dict({f"train/{k}": v.detach() for k, v in parts.items()})
+        sync = self.trainer.world_size > 1  # the mean over the ranks' equal slices: the global batch's
+        self.log("loss", loss.detach(), prog_bar=True, sync_dist=sync)
+        self.log("psnr", parts["psnr"], prog_bar=True, sync_dist=sync)
+        self.log_dict({f"train/{k}": v.detach() for k, v in parts.items()}, sync_dist=sync)
         return loss.detach()
 
 
@@ -208,20 +212,24 @@ def train_vae(cfg: VAETrainConfig) -> Path:
     # at each such save, with a code example, that it holds the weights after the step, which is what resuming needs.
     every_n_epochs = max(cfg.train.checkpoint_every, 0) // _steps_per_epoch(cfg)
     ckpt_cb = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=every_n_epochs)
+    layout = trainer_layout(cfg.train, "32-true", explicit_gradients=True)
+    sampler.set_rank(0, layout["devices"] * layout["num_nodes"])  # a batch that does not split: an error before any step
     trainer = pl.Trainer(
+        **layout,
         max_steps=cfg.train.steps,
-        accelerator="cpu",
-        devices=1,
         logger=pl.loggers.CSVLogger(out, name="logs"),
         callbacks=[ckpt_cb, SyncSamplerWithTrainer(sampler)],
         enable_model_summary=False,
+        use_distributed_sampler=False,  # the batch sampler slices each global batch by rank itself
         log_every_n_steps=10,
         num_sanity_val_steps=0,
     )
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=str(resume) if resume.is_file() else None)
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=str(resume) if resume.exists() else None)
     train_wall, train_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     if trainer.global_step < cfg.train.steps:
         raise VidiffError(f"training stopped at step {trainer.global_step} of {cfg.train.steps}; rerun to resume")
+    if not trainer.is_global_zero:  # only rank 0 writes the model and evaluates it
+        return out
 
     vae = module.vae.eval()
     d = cfg.data
