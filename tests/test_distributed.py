@@ -244,3 +244,34 @@ def test_zero_is_refused_for_the_vae_which_steps_two_optimizers():
 
     with pytest.raises(ConfigError, match="use train.strategy=ddp"):
         trainer_layout(DistributedConfig(strategy="zero2", devices=2), explicit_gradients=True)
+
+
+def test_a_rank_reads_only_the_latents_of_its_slices_from_disk(cache, monkeypatch):
+    from vidiff.models.text_encoder import TextEncoder
+    from vidiff.training import latent_cache
+    from vidiff.training.batching import JointBatchSampler, StepKeyedLoader
+    from vidiff.training.train_stage import build_dataset
+
+    config = load_config(TrainRunConfig, None, [*TINY_UNET, f"data.latents={cache}", "train.batch_size=2"])
+    dataset, _ = build_dataset(config, TextEncoder(config.text))
+    assert dataset.latents._files == {}  # building it read the shards' headers only, no tensor
+    read = []
+    real_open = latent_cache.safe_open
+    monkeypatch.setattr(latent_cache, "safe_open", lambda path, fw: _recording(real_open(path, fw), read))
+    frames = [shape[1] for shape in dataset.latents.shapes]
+    sampler = JointBatchSampler([i for i, t in enumerate(frames) if t > 1], [i for i, t in enumerate(frames) if t == 1],
+                                batch_size=2, image_share=0.5, seed=0, steps_per_epoch=4, rank=1, world_size=2)
+    taken = [i for batch in sampler for i in batch]
+    for _ in StepKeyedLoader(dataset, batch_sampler=sampler):
+        pass
+    assert sorted(read) == sorted(dataset.latents.refs[i][1] for i in taken)  # its slices' items, nothing else
+    assert len(set(taken)) < len(dataset)  # and that is not the whole cache
+
+
+def _recording(shard_file, log: list):
+    class Recording:
+        def get_tensor(self, key):
+            log.append(key)
+            return shard_file.get_tensor(key)
+
+    return Recording()

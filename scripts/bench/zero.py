@@ -1,9 +1,10 @@
 """Benchmark: DDP and DeepSpeed ZeRO-1/2/3 side by side at 2 CPU ranks (gloo) on a video DiT of over 100M
 parameters: each rank's memory of the model states, and the training step time.
 
-Memory is counted as live tensor bytes: every tensor Python can reach (gc), each storage once, after the first
-optimizer step has created AdamW's state, measured right after the second step's backward (weights, gradients
-and optimizer state are all alive then, the activations are freed). It is reported per parameter beside what
+Memory is counted as live tensor bytes: every tensor storage reachable from the model, the optimizer and
+DeepSpeed's engine (attributes, containers, each parameter's gradient and ZeRO-3 partition), each storage once,
+after the first optimizer step has created AdamW's state, measured right after the second step's backward
+(weights, gradients and optimizer state are all alive then, the activations are freed). It is reported per parameter beside what
 ZeRO's accounting predicts for fp32 training with AdamW at N ranks: weights 4, gradients 4, AdamW's two moments 8,
 and under ZeRO DeepSpeed's fp32 master copy of the partition 4 (it keeps one even when training in fp32):
 
@@ -17,6 +18,7 @@ reduce-scatter, AdamW, all-gather), every rank 1 thread. Each strategy runs in i
 at a time.
 
     python scripts/bench/zero.py [--strategies ddp,zero1,zero2,zero3] [--steps 5] [--hidden 768] [--depth 14]
+                                 [--bucket N]
 
 `--arithmetic` prints instead, for each stage in configs/gpu/ (parameters counted on the meta device), the GPU
 memory per rank of its model states in bf16 mixed precision with AdamW at 8 and 64 GPUs: bf16 weights 2 and
@@ -27,13 +29,14 @@ vidiff's fp32 EMA (4, partitioned under ZeRO-3). Activations come on top and dep
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
+import queue
 import socket
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -48,7 +51,6 @@ from vidiff.pipelines.stage import DiffusionStage, StageConfig  # noqa: E402
 from vidiff.training.optimizer import adamw  # noqa: E402
 from vidiff.training.strategy import DistributedConfig, deepspeed_config  # noqa: E402
 
-BUCKET = 5_000_000  # elements per DeepSpeed reduce / all-gather / prefetch bucket here (20 MB in fp32)
 WORLD = 2
 
 
@@ -57,30 +59,37 @@ def predicted_bytes_per_param(strategy: str, n: int = WORLD) -> float:
 
 
 def build_stage(hidden: int, depth: int) -> DiffusionStage:
-    config = StageConfig(latent_channels=4, latent_frames=3, latent_height=8, latent_width=8)
-    config.denoiser.kind = "dit"
-    dit = config.denoiser.dit
-    dit.in_channels, dit.patch_size, dit.hidden_size, dit.depth = 4, (1, 2, 2), hidden, depth
-    dit.num_heads, dit.text_dim = hidden // 64, 64
+    from vidiff.config import load_config
+
+    config = load_config(StageConfig, None, [
+        "latent_channels=4", "latent_frames=3", "latent_height=8", "latent_width=8", "denoiser.kind=dit",
+        "denoiser.dit.in_channels=4", "denoiser.dit.patch_size=[1,2,2]", f"denoiser.dit.hidden_size={hidden}",
+        f"denoiser.dit.depth={depth}", f"denoiser.dit.num_heads={hidden // 64}", "denoiser.dit.text_dim=64"])
     torch.manual_seed(0)
     return DiffusionStage(config)
 
 
-def live_tensor_bytes() -> int:
-    gc.collect()
-    seen, total = set(), 0
-    for obj in gc.get_objects():
-        try:
-            if not torch.is_tensor(obj):
-                continue
-            storage = obj.untyped_storage()
-        except Exception:  # objects that refuse inspection (weak proxies, half-built tensors)
+def held_tensor_bytes(*roots) -> int:
+    """Bytes of the distinct tensor storages reachable from `roots` (the model, the optimizer or DeepSpeed's engine):
+    through attributes, containers, each parameter's .grad and DeepSpeed's partition (.ds_tensor)."""
+    warnings.filterwarnings("ignore", message=".*grad attribute of a Tensor that is not a leaf.*")
+    seen_objects, storages, stack = set(), {}, list(roots)
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen_objects or obj is None or isinstance(obj, (str, bytes, int, float, bool, type)):
             continue
-        key = (storage.data_ptr(), storage.nbytes())
-        if storage.nbytes() and key not in seen:
-            seen.add(key)
-            total += storage.nbytes()
-    return total
+        seen_objects.add(id(obj))
+        if torch.is_tensor(obj):
+            storage = obj.untyped_storage()
+            storages[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
+            stack += [obj.grad, *vars(obj).values()]  # a parameter's gradient; ZeRO-3's ds_tensor
+        elif isinstance(obj, dict):
+            stack += [*obj.keys(), *obj.values()]
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack += list(obj)
+        elif hasattr(obj, "__dict__") and type(obj).__module__.split(".")[0] in ("torch", "deepspeed", "vidiff"):
+            stack += list(vars(obj).values())
+    return sum(storages.values())
 
 
 def batch(stage: DiffusionStage, size: int = 2):
@@ -116,8 +125,8 @@ def worker(rank: int, strategy: str, port: int, args, results) -> None:
         ds = deepspeed_config(DistributedConfig(strategy=strategy))
         zero = ds["zero_optimization"]
         for key in ("reduce_bucket_size", "allgather_bucket_size", "stage3_prefetch_bucket_size"):
-            if key in zero:
-                zero[key] = BUCKET
+            if key in zero and args.bucket:
+                zero[key] = args.bucket
         ds.update(train_micro_batch_size_per_gpu=x.shape[0], gradient_accumulation_steps=1, gradient_clipping=1.0)
         ds_info = ds
         engine, *_ = deepspeed.initialize(model=stage.denoiser, optimizer=optimizer, config=ds,
@@ -132,7 +141,7 @@ def worker(rank: int, strategy: str, port: int, args, results) -> None:
     backward()
     step()  # AdamW's state exists from here on
     backward()
-    live = live_tensor_bytes()
+    live = held_tensor_bytes(stage.denoiser, optimizer, engine if strategy != "ddp" else None)
     step()
     times = []
     for _ in range(args.steps):
@@ -158,9 +167,16 @@ def run(strategy: str, args) -> dict:
     procs = [ctx.Process(target=worker, args=(r, strategy, port, args, results)) for r in range(WORLD)]
     for p in procs:
         p.start()
-    out = {}
-    for _ in procs:
-        out.update(results.get(timeout=3600))
+    out, received = {}, 0
+    while received < len(procs):
+        try:
+            out.update(results.get(timeout=5))
+            received += 1
+        except queue.Empty:
+            if any(p.exitcode not in (None, 0) for p in procs):
+                for p in procs:
+                    p.kill()
+                raise SystemExit(f"{strategy}: a rank failed (its error is above)") from None
     for p in procs:
         p.join()
         if p.exitcode:
@@ -203,6 +219,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--depth", type=int, default=14)
+    parser.add_argument("--bucket", type=int, default=0,
+                        help="elements per DeepSpeed reduce / all-gather / prefetch bucket (default: the configs')")
     parser.add_argument("--arithmetic", action="store_true", help="print the GPU memory arithmetic and stop")
     args = parser.parse_args()
     if args.arithmetic:

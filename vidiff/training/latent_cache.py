@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from vidiff.errors import VidiffError
@@ -58,12 +59,47 @@ class EncodeSettings:
 _PLAIN_KEYS = ("num_frames", "stride", "size", "windows_per_clip", "image_share", "seed")
 
 
+class ShardTensors(Sequence):
+    """A cache's tensors, each read from its shard when it is indexed: safetensors reads just that tensor's bytes, so
+    a rank of a multi-rank run reads only the items of its slices. Shapes come from the shards' headers."""
+
+    def __init__(self, folder: Path, refs: list[tuple[int, str]]):
+        self.folder, self.refs = folder, refs
+        self._files: dict = {}
+        headers = {}
+        for shard in sorted({shard for shard, _ in refs}):
+            with safe_open(str(self._path(shard)), "pt") as f:
+                headers[shard] = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+        self.shapes = [headers[shard].get(key) for shard, key in refs]  # None: not in its shard (missing())
+
+    def missing(self) -> list[int]:
+        """The items whose tensor is not in their shard (an incomplete cache)."""
+        return [i for i, shape in enumerate(self.shapes) if shape is None]
+
+    def _path(self, shard: int) -> Path:
+        return self.folder / f"shard-{shard:05d}.safetensors"
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        shard, key = self.refs[i]
+        if shard not in self._files:
+            self._files[shard] = safe_open(str(self._path(shard)), "pt")
+        return self._files[shard].get_tensor(key)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_files": {}}  # DataLoader workers open the shards themselves
+
+
 @dataclass
 class LatentCache:
-    latents: list[torch.Tensor]
+    latents: Sequence[torch.Tensor]  # ShardTensors: read on access
     captions: list[str]
     vae_dir: Path
-    lowres: list[torch.Tensor] | None = None  # conditioning latents in the order of `latents`; None: no SR cache
+    lowres: Sequence[torch.Tensor] | None = None  # conditioning latents in the order of `latents`; None: no SR cache
     lowres_kind: str = ""  # "frames" (TSR) or "space" (SSR); "" without lowres
     residual_std: float | None = None  # std of latents - lowres where both share a grid (meta.json), else None
 
@@ -379,26 +415,22 @@ def load_latent_cache(path: str | Path) -> LatentCache:
     meta = json.loads((out / "meta.json").read_text())
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines() if line]
     kind = meta.get("lowres", "")
-    shards: dict[int, dict[str, torch.Tensor]] = {}
-    latents, captions, lowres = [], [], []
-    for n, it in enumerate(items):
-        if it["shard"] not in shards:
-            shards[it["shard"]] = load_file(str(out / f"shard-{it['shard']:05d}.safetensors"))
-        shard = shards[it["shard"]]
-        latents.append(shard[it["key"]])
-        captions.append(it["caption"])
-        if kind:
-            key = "lowres_" + it["key"].removeprefix("latents_")
-            if not it.get("lowres") or key not in shard:
-                raise VidiffError(
-                    f"latent cache {out}: item {n} ({it.get('clip_id') or it['key']}) has no low-res latents "
-                    f"({key} in shard-{it['shard']:05d}), though meta.json says lowres={kind}; the cache is incomplete: "
-                    f"write it again with `vidiff encode --lowres {kind}` into an empty folder"
-                )
-            lowres.append(shard[key])
+    captions = [it["caption"] for it in items]
+    latents = ShardTensors(out, [(it["shard"], it["key"]) for it in items])
+    lowres = ShardTensors(out, [(it["shard"], "lowres_" + it["key"].removeprefix("latents_")) for it in items]) if kind else None
+    checks = [(latents, "latents", "")] + ([(lowres, "low-res latents", f" --lowres {kind}")] if kind else [])
+    for tensors, what, fix in checks:
+        gaps = tensors.missing() + ([n for n, it in enumerate(items) if not it.get("lowres")] if fix else [])
+        if gaps:
+            n = min(gaps)
+            it = items[n]
+            raise VidiffError(
+                f"latent cache {out}: item {n} ({it.get('clip_id') or it['key']}) has no {what} in "
+                f"shard-{it['shard']:05d}{f', though meta.json says lowres={kind}' if fix else ''}; the cache is "
+                f"incomplete: write it again with `vidiff encode{fix}` into an empty folder"
+            )
     empty = sum(1 for c in captions if not c)
     if empty == len(captions):
         raise VidiffError(f"latent cache {out}: no item has a caption; text-conditioned training needs captions")
-    return LatentCache(latents=latents, captions=captions, vae_dir=Path(meta["vae_dir"]),
-                       lowres=lowres if kind else None, lowres_kind=kind,
+    return LatentCache(latents=latents, captions=captions, vae_dir=Path(meta["vae_dir"]), lowres=lowres, lowres_kind=kind,
                        residual_std=meta.get("lowres_residual_std"))

@@ -2,8 +2,8 @@
 `train.num_nodes` and the precision, turned into what Lightning's Trainer takes.
 
 Every strategy also runs on CPU processes with the gloo backend, so each path is tested for real without a GPU:
-Lightning's DeepSpeedStrategy refuses a CPU accelerator as shipped, and `CPUDeepSpeedStrategy` lifts only its
-CUDA-only checks. The ZeRO configs are the JSON files in configs/deepspeed/ (or a user's, `train.deepspeed_config`).
+Lightning's DeepSpeedStrategy refuses a CPU accelerator as shipped, and vidiff's subclass for CPU ranks lifts only
+its CUDA-only checks (strategy_classes). The ZeRO configs are the JSON files in configs/deepspeed/ (or a user's, `train.deepspeed_config`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -120,25 +120,33 @@ def trainer_layout(config: DistributedConfig, precision: str = "auto", explicit_
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     world = devices * num_nodes
     backend = "nccl" if accelerator == "gpu" else "gloo"
-    single, ddp, zero_gpu, zero_cpu, unwrapped_ddp = strategy_classes()
+    classes = strategy_classes()
     if config.zero_stage and explicit_gradients:
         raise ConfigError(f"train.strategy={config.strategy}: this training steps two optimizers (the VAE and its "
                           "discriminator), which DeepSpeed's engine does not take; use train.strategy=ddp")
     if config.zero_stage:
-        strategy = (zero_gpu if accelerator == "gpu" else zero_cpu)(config=deepspeed_config(config),
-                                                                   process_group_backend=backend)
+        zero = classes.zero if accelerator == "gpu" else classes.cpu_zero
+        strategy = zero(config=deepspeed_config(config), process_group_backend=backend)
     elif config.strategy == "ddp" or world > 1:
-        strategy = (unwrapped_ddp if explicit_gradients else ddp)(process_group_backend=backend)
+        strategy = (classes.unwrapped_ddp if explicit_gradients else classes.ddp)(process_group_backend=backend)
     else:
-        strategy = single(device=torch.device("cuda", 0) if accelerator == "gpu" else torch.device("cpu"))
+        strategy = classes.single(device=torch.device("cuda", 0) if accelerator == "gpu" else torch.device("cpu"))
     return dict(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
                 precision=precision_for(precision, accelerator))
 
 
+class StrategyClasses(NamedTuple):
+    single: type
+    ddp: type
+    unwrapped_ddp: type
+    zero: type
+    cpu_zero: type
+
+
 @functools.cache
-def strategy_classes() -> tuple[type, type, type, type, type]:
-    """vidiff's Lightning strategies: (single device, DDP, ZeRO, ZeRO on CPU ranks, DDP without its wrapper). Built on first use: importing
-    Lightning's DeepSpeed strategy imports DeepSpeed, which is slow."""
+def strategy_classes() -> StrategyClasses:
+    """vidiff's Lightning strategies, built on first use: importing Lightning's DeepSpeed strategy imports
+    DeepSpeed, which is slow."""
     from lightning.fabric.utilities.seed import reset_seed
     from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, SingleDeviceStrategy
 
@@ -187,7 +195,7 @@ def strategy_classes() -> tuple[type, type, type, type, type]:
         def root_device(self) -> torch.device:
             return torch.device("cpu", 0)
 
-    return SingleDevice, DDP, Zero, CPUZero, UnwrappedDDP
+    return StrategyClasses(SingleDevice, DDP, UnwrappedDDP, Zero, CPUZero)
 
 
 def average_gradients(params) -> None:

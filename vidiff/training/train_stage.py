@@ -25,7 +25,7 @@ from vidiff.pipelines.stage import DiffusionStage, StageConfig
 from vidiff.runtime import keep_freed_memory
 from vidiff.training.batching import JointBatchSampler, StepKeyedLoader, SyncSamplerWithTrainer
 from vidiff.training.diffusion_module import DiffusionModule, DiffusionTrainConfig
-from vidiff.training.latent_cache import load_latent_cache
+from vidiff.training.latent_cache import ShardTensors, load_latent_cache
 from vidiff.training.quiet import quiet_lightning
 from vidiff.training.strategy import trainer_layout
 from vidiff.training.zero_checkpoint import parameter_shapes, shape_mismatch
@@ -49,14 +49,15 @@ class TrainRunConfig:
 
 class LatentTextDataset(Dataset):
     """Cached latents [C, t, h, w] with their encoded captions and, for a super-resolution stage, the low-res
-    latents [C', t', h', w'] each is conditioned on (`lowres`, in the same order); items are dicts of tensors."""
+    latents [C', t', h', w'] each is conditioned on (`lowres`, in the same order); items are dicts of tensors.
+    Latents are read from the cache's shards when an item is taken, so each rank reads only its slices' items."""
 
     def __init__(
         self,
-        latents: list[torch.Tensor],
+        latents: ShardTensors,
         text: torch.Tensor,
         text_mask: torch.Tensor,
-        lowres: list[torch.Tensor] | None = None,
+        lowres: ShardTensors | None = None,
     ):
         if lowres is not None and len(lowres) != len(latents):
             raise VidiffError(f"{len(lowres)} low-res latents for {len(latents)} latents; re-encode the latent cache")
@@ -77,8 +78,8 @@ def build_dataset(config: TrainRunConfig, text_encoder: TextEncoder) -> tuple[La
     stage is a super-resolution stage (a base stage ignores them). Returns it with the cache's VAE folder."""
     cache = load_latent_cache(config.data.latents)
     stage = config.stage
-    shapes = {tuple(z.shape[-3:-2]) + tuple(z.shape[-2:]) for z in cache.latents}
-    c0 = cache.latents[0].shape[0]
+    shapes = {z[-3:] for z in cache.latents.shapes}  # from the shards' headers: no tensor is read here
+    c0 = cache.latents.shapes[0][0]
     if c0 != stage.latent_channels:
         raise VidiffError(
             f"latent cache {config.data.latents} has {c0} latent channels but stage.latent_channels is "
@@ -111,9 +112,7 @@ def build_dataset(config: TrainRunConfig, text_encoder: TextEncoder) -> tuple[La
     return LatentTextDataset(cache.latents, text, mask, lowres), cache.vae_dir
 
 
-def check_lowres_latents(
-    config: TrainRunConfig, latents: list[torch.Tensor], lowres: list[torch.Tensor] | None
-) -> list[torch.Tensor]:
+def check_lowres_latents(config: TrainRunConfig, latents: ShardTensors, lowres: ShardTensors | None) -> ShardTensors:
     """The cache's low-res latents, if each has the shape the super-resolution stage `config.stage` takes for its
     latent; else a VidiffError naming both shapes and the fix."""
     stage, where = config.stage, f"latent cache {config.data.latents}"
@@ -125,7 +124,7 @@ def check_lowres_latents(
             f"the {stage.name} stage is conditioned on low-res latents (lowres_channels={stage.lowres_channels}) but "
             f"the {where} holds none; re-encode it with `vidiff encode --lowres {kind}`"
         )
-    for z, lr in sorted({(tuple(z.shape), tuple(lr.shape)) for z, lr in zip(latents, lowres, strict=True)}):
+    for z, lr in sorted(set(zip(latents.shapes, lowres.shapes, strict=True))):
         if lr[0] != stage.lowres_channels:
             raise VidiffError(
                 f"the {where} holds low-res latents of {lr[0]} channels but the {stage.name} stage's denoiser takes "
@@ -179,7 +178,7 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
 
     text_encoder = TextEncoder(config.text)
     dataset, vae_dir = build_dataset(config, text_encoder)
-    frames = [int(z.shape[1]) for z in dataset.latents]
+    frames = [z[1] for z in dataset.latents.shapes]
     if tc.image_share > 0 and 1 not in frames:
         raise VidiffError(
             f"train.image_share={tc.image_share} asks for image batches, but the latent cache {config.data.latents} "
