@@ -29,7 +29,7 @@ def test_toyworld_cache_matches_the_encoder(tiny_vae_dir, tmp_path):
     vae = CausalVAE3D.from_pretrained(tiny_vae_dir)
     with torch.no_grad():
         expect = vae.normalize_latents(vae.encode(torch.stack([ds[i]["video"] for i in range(5)])).mode())
-    torch.testing.assert_close(torch.stack(cache.latents), expect, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.stack(list(cache.latents)), expect, atol=1e-5, rtol=1e-5)
     assert cache.latents[0].shape == (4, 3, 4, 4)
 
 

@@ -31,8 +31,8 @@ def test_tsr_cache_pairs_each_clip_with_its_every_second_frame(tiny_vae_dir, tmp
     assert all(z.shape == (4, 5, 4, 4) for z in cache.latents)  # 17 frames at 2f fps
     assert all(z.shape == (4, 3, 4, 4) for z in cache.lowres)  # 9 frames at f fps
     videos = torch.stack([ToyWorldDataset(3, 17, 16, 16, seed=2)[i]["video"] for i in range(3)])
-    torch.testing.assert_close(torch.stack(cache.latents), _encode(tiny_vae_dir, videos), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(torch.stack(cache.lowres), _encode(tiny_vae_dir, videos[:, :, ::2]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.stack(list(cache.latents)), _encode(tiny_vae_dir, videos), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.stack(list(cache.lowres)), _encode(tiny_vae_dir, videos[:, :, ::2]), atol=1e-5, rtol=1e-5)
     meta = json.loads((out / "meta.json").read_text())
     assert (meta["lowres"], meta["lowres_factor"], meta["crop"]) == ("frames", 2, None)
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]

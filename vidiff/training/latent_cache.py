@@ -94,6 +94,14 @@ class ShardTensors(Sequence):
         return {**self.__dict__, "_files": {}}  # DataLoader workers open the shards themselves
 
 
+def tensor_shapes(tensors: Sequence[torch.Tensor]) -> list[tuple[int, ...]]:
+    """The shapes of a cache's tensors: from the shards' headers for ShardTensors (no tensor is read), else from
+    the tensors (an in-memory list)."""
+    if isinstance(tensors, ShardTensors):
+        return tensors.shapes
+    return [tuple(t.shape) for t in tensors]
+
+
 @dataclass
 class LatentCache:
     latents: Sequence[torch.Tensor]  # ShardTensors: read on access

@@ -9,6 +9,7 @@ Only rank 0 writes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from vidiff.pipelines.stage import DiffusionStage, StageConfig
 from vidiff.runtime import keep_freed_memory
 from vidiff.training.batching import JointBatchSampler, StepKeyedLoader, SyncSamplerWithTrainer
 from vidiff.training.diffusion_module import DiffusionModule, DiffusionTrainConfig
-from vidiff.training.latent_cache import ShardTensors, load_latent_cache
+from vidiff.training.latent_cache import load_latent_cache, tensor_shapes
 from vidiff.training.quiet import quiet_lightning
 from vidiff.training.strategy import trainer_layout
 from vidiff.training.zero_checkpoint import parameter_shapes, shape_mismatch
@@ -54,10 +55,10 @@ class LatentTextDataset(Dataset):
 
     def __init__(
         self,
-        latents: ShardTensors,
+        latents: Sequence[torch.Tensor],
         text: torch.Tensor,
         text_mask: torch.Tensor,
-        lowres: ShardTensors | None = None,
+        lowres: Sequence[torch.Tensor] | None = None,
     ):
         if lowres is not None and len(lowres) != len(latents):
             raise VidiffError(f"{len(lowres)} low-res latents for {len(latents)} latents; re-encode the latent cache")
@@ -78,8 +79,9 @@ def build_dataset(config: TrainRunConfig, text_encoder: TextEncoder) -> tuple[La
     stage is a super-resolution stage (a base stage ignores them). Returns it with the cache's VAE folder."""
     cache = load_latent_cache(config.data.latents)
     stage = config.stage
-    shapes = {z[-3:] for z in cache.latents.shapes}  # from the shards' headers: no tensor is read here
-    c0 = cache.latents.shapes[0][0]
+    latent_shapes = tensor_shapes(cache.latents)  # from the shards' headers: no tensor is read here
+    shapes = {z[-3:] for z in latent_shapes}
+    c0 = latent_shapes[0][0]
     if c0 != stage.latent_channels:
         raise VidiffError(
             f"latent cache {config.data.latents} has {c0} latent channels but stage.latent_channels is "
@@ -112,7 +114,8 @@ def build_dataset(config: TrainRunConfig, text_encoder: TextEncoder) -> tuple[La
     return LatentTextDataset(cache.latents, text, mask, lowres), cache.vae_dir
 
 
-def check_lowres_latents(config: TrainRunConfig, latents: ShardTensors, lowres: ShardTensors | None) -> ShardTensors:
+def check_lowres_latents(config: TrainRunConfig, latents: Sequence[torch.Tensor], lowres: Sequence[torch.Tensor] | None
+                         ) -> Sequence[torch.Tensor]:
     """The cache's low-res latents, if each has the shape the super-resolution stage `config.stage` takes for its
     latent; else a VidiffError naming both shapes and the fix."""
     stage, where = config.stage, f"latent cache {config.data.latents}"
@@ -124,7 +127,7 @@ def check_lowres_latents(config: TrainRunConfig, latents: ShardTensors, lowres: 
             f"the {stage.name} stage is conditioned on low-res latents (lowres_channels={stage.lowres_channels}) but "
             f"the {where} holds none; re-encode it with `vidiff encode --lowres {kind}`"
         )
-    for z, lr in sorted(set(zip(latents.shapes, lowres.shapes, strict=True))):
+    for z, lr in sorted(set(zip(tensor_shapes(latents), tensor_shapes(lowres), strict=True))):
         if lr[0] != stage.lowres_channels:
             raise VidiffError(
                 f"the {where} holds low-res latents of {lr[0]} channels but the {stage.name} stage's denoiser takes "
@@ -178,7 +181,7 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
 
     text_encoder = TextEncoder(config.text)
     dataset, vae_dir = build_dataset(config, text_encoder)
-    frames = [z[1] for z in dataset.latents.shapes]
+    frames = [z[1] for z in tensor_shapes(dataset.latents)]
     if tc.image_share > 0 and 1 not in frames:
         raise VidiffError(
             f"train.image_share={tc.image_share} asks for image batches, but the latent cache {config.data.latents} "
