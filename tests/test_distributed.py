@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_helpers import tiny_latent_cache
+from training_helpers import TINY_UNET, tiny_latent_cache
 
 from vidiff.config import load_config
 from vidiff.errors import ConfigError, VidiffError
@@ -25,15 +25,6 @@ from vidiff.training.strategy import DistributedConfig, deepspeed_config, launch
 from vidiff.training.train_stage import TrainRunConfig, train_stage
 
 LOSS_TOL, WEIGHT_TOL = 1e-6, 1e-5
-TINY_UNET = [
-    "stage.latent_channels=4", "stage.latent_frames=2", "stage.latent_height=4", "stage.latent_width=4",
-    "stage.denoiser.unet.in_channels=4", "stage.denoiser.unet.model_channels=16",
-    "stage.denoiser.unet.channel_mults=[1,2]", "stage.denoiser.unet.attention_levels=[1]",
-    "stage.denoiser.unet.head_dim=16", "stage.denoiser.unet.norm_groups=8", "stage.denoiser.unet.num_res_blocks=1",
-    "text.width=32", "text.heads=2", "stage.denoiser.unet.text_dim=32",
-    "stage.sampling.steps=4", "train.batch_size=4", "train.image_batch_size=4", "train.steps_per_epoch=3",
-    "train.optim.warmup_steps=2", "train.log_every=1",
-]
 TINY_DIT = [
     "stage.latent_channels=4", "stage.latent_frames=2", "stage.latent_height=4", "stage.latent_width=4",
     "stage.denoiser.kind=dit", "stage.denoiser.dit.in_channels=4", "stage.denoiser.dit.patch_size=[1,2,2]",
@@ -101,6 +92,13 @@ def test_zero2_on_two_cpu_ranks_computes_what_one_process_computes(cache, one_pr
     assert shards == ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt",
                       "zero_pp_rank_1_mp_rank_00_optim_states.pt"]  # a sharded ZeRO checkpoint, one shard per rank
     _assert_same_run(one_process, out, 12)
+    # the shards read back whole: `vidiff export` of the checkpoint is the export the run wrote at its end
+    from vidiff.training.export_checkpoint import export_checkpoint
+
+    exported = load_file(export_checkpoint(out / "checkpoints" / "last.ckpt", tmp_path / "exported") / "base" /
+                         "model.safetensors")
+    trained = load_file(out / "export" / "base" / "model.safetensors")
+    assert exported.keys() == trained.keys() and all(torch.equal(exported[k], trained[k]) for k in trained)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_helpers import tiny_latent_cache
+from training_helpers import TINY_UNET, tiny_latent_cache
 
 from vidiff.config import load_config
 from vidiff.errors import VidiffError
@@ -17,15 +17,6 @@ from vidiff.training.latent_cache import load_latent_cache
 from vidiff.training.train_stage import TrainRunConfig, train_stage
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_UNET = [
-    "stage.latent_channels=4", "stage.latent_frames=2", "stage.latent_height=4", "stage.latent_width=4",
-    "stage.denoiser.unet.in_channels=4", "stage.denoiser.unet.model_channels=16",
-    "stage.denoiser.unet.channel_mults=[1,2]", "stage.denoiser.unet.attention_levels=[1]",
-    "stage.denoiser.unet.head_dim=16", "stage.denoiser.unet.norm_groups=8", "stage.denoiser.unet.num_res_blocks=1",
-    "text.width=32", "text.heads=2", "stage.denoiser.unet.text_dim=32",
-    "stage.sampling.steps=4", "train.batch_size=4", "train.image_batch_size=4", "train.steps_per_epoch=3",
-    "train.optim.warmup_steps=2", "train.log_every=1",
-]
 
 
 @pytest.fixture(scope="module")

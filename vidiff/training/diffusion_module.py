@@ -59,7 +59,7 @@ class DiffusionTrainConfig(DistributedConfig):  # train.strategy, devices, num_n
     ema_decay: float = 0.999  # decay of the EMA weights that the export holds
     precision: str = "auto"  # auto = bf16-mixed on a GPU with bf16, else 32-true (fp32)
     seed: int = 0  # keys every random draw: batches, timesteps, noise, dropout
-    num_workers: int = 0  # DataLoader worker processes (the latent cache is in memory)
+    num_workers: int = 0  # DataLoader worker processes (each item is one small read from the cache's shards)
     log_every: int = 10  # steps between logged metrics
     # run the training forward through torch.compile (inductor); where it cannot compile it warns once and trains
     # eagerly. The first step's compile time is logged as train/compile_seconds (vidiff.training.compile). Off:

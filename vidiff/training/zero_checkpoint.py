@@ -47,18 +47,14 @@ def read_zero_checkpoint(path: str | Path) -> dict:
     shards = [torch.load(f, map_location="cpu", weights_only=False)["optimizer_state_dict"] for f in _optim_files(path)]
     stage = int(shards[0]["zero_stage"])
     groups = main["param_shapes"]  # one {name: shape} per parameter group, in the optimizer's order
-    if stage <= 2:
-        flats = lambda key: [[s["single_partition_of_fp32_groups"][g] if key is None
-                              else s["base_optimizer_state"]["state"][g][key] for g in range(len(groups))]
-                             for s in shards]
-        merge = lambda key: _merge_flat_groups(flats(key), groups, shards[0].get("param_alignment_paddings"))
-        base = shards[0]["base_optimizer_state"]
-    else:
-        flats = lambda key: [torch.cat(list(s["fp32_flat_groups"]) if key is None else
-                                       [st[key] for _, st in sorted(s["optimizer_state_dict"]["state"].items())])
-                             for s in shards]
-        merge = lambda key: _merge_per_parameter(flats(key), groups)
-        base = shards[0]["optimizer_state_dict"]
+    base = shards[0]["base_optimizer_state" if stage <= 2 else "optimizer_state_dict"]
+
+    def merge(key: str | None) -> dict[str, torch.Tensor]:
+        flats = [_rank_flats(shard, stage, len(groups), key) for shard in shards]
+        if stage <= 2:
+            return _merge_flat_groups(flats, groups, shards[0].get("param_alignment_paddings"))
+        return _merge_per_parameter(flats, groups)
+
     weights, moments = merge(None), {key: merge(key) for key in MOMENTS}
     names = [name for group in groups for name in group]
     step = next(iter(base["state"].values()))["step"]
@@ -129,6 +125,18 @@ def load_full_checkpoint_into_engine(engine, checkpoint: dict, named_groups: lis
         live["lr"] = stored["lr"]
         if "initial_lr" in stored:
             live["initial_lr"] = stored["initial_lr"]
+
+
+def _rank_flats(shard: dict, stage: int, num_groups: int, key: str | None):
+    """One rank's flat fp32 master partition (`key` None) or AdamW moment `key`: a tensor per parameter group for
+    ZeRO 1/2; for ZeRO 3 one tensor, its sub-groups joined in order."""
+    if stage <= 2:
+        if key is None:
+            return list(shard["single_partition_of_fp32_groups"])
+        return [shard["base_optimizer_state"]["state"][g][key] for g in range(num_groups)]
+    if key is None:
+        return torch.cat(list(shard["fp32_flat_groups"]))
+    return torch.cat([state[key] for _, state in sorted(shard["optimizer_state_dict"]["state"].items())])
 
 
 def _merge_flat_groups(flats: list[list[torch.Tensor]], groups: list[dict], paddings: list | None
