@@ -72,8 +72,9 @@ class EMA(nn.Module):
 
 
 def _partition(full: torch.Tensor, size: int, rank: int) -> torch.Tensor:
+    """Rank `rank`'s range of `size` elements of the flattened tensor, zero-padded to `size` x the world size."""
     flat = full.detach().reshape(-1)
-    padded = torch.zeros(size * math.ceil(max(flat.numel(), 1) / size), dtype=flat.dtype, device=flat.device)
+    padded = torch.zeros(size * dist.get_world_size(), dtype=flat.dtype, device=flat.device)
     padded[: flat.numel()] = flat
     return padded[rank * size : (rank + 1) * size].clone()
 
