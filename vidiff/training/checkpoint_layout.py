@@ -64,9 +64,14 @@ class LayoutAwareCheckpoints:
                         state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
     def save_checkpoint(self, checkpoint, filepath, storage_options=None):
-        self.replace_other_layout(Path(filepath))
+        path = Path(filepath)
+        written = self.__dict__.setdefault("_written_paths", set())  # paths this run has saved: in its own layout
+        if path not in written:
+            self.replace_other_layout(path)
         super().save_checkpoint(checkpoint, filepath, storage_options)
-        self.drop_full_copy(Path(filepath))
+        if path not in written:
+            self.drop_full_copy(path)
+            written.add(path)
 
     def replace_other_layout(self, path: Path) -> None:
         # the checkpoint this run resumed from may have another layout, which a save cannot overwrite in place;

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from vidiff.errors import VidiffError
+from vidiff.training.strategy import slurm_job
 
 Item = tuple[torch.Tensor, str, str, torch.Tensor | None]  # (latents, caption, clip id, low-res latents or None)
 
@@ -47,8 +48,7 @@ def resolve_rank(rank: int | None, world_size: int | None, env: Mapping[str, str
         rank, source = rank or 0, "--rank/--world-size"
     elif "RANK" in env and "WORLD_SIZE" in env:
         rank, world_size, source = env["RANK"], env["WORLD_SIZE"], "torchrun's RANK/WORLD_SIZE"
-    # as in vidiff.training.strategy: an interactive SLURM shell is one process, whatever SLURM_NTASKS says
-    elif "SLURM_PROCID" in env and "SLURM_NTASKS" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+    elif slurm_job(env) and "SLURM_PROCID" in env:
         rank, world_size, source = env["SLURM_PROCID"], env["SLURM_NTASKS"], "SLURM_PROCID/SLURM_NTASKS"
     else:
         return 0, 1, "one process"

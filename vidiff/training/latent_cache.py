@@ -59,25 +59,31 @@ class EncodeSettings:
 _PLAIN_KEYS = ("num_frames", "stride", "size", "windows_per_clip", "image_share", "seed")
 
 
+def shard_path(folder: Path, shard: int) -> Path:
+    return folder / f"shard-{shard:05d}.safetensors"
+
+
 class ShardTensors(Sequence):
     """A cache's tensors, each read from its shard when it is indexed: safetensors reads just that tensor's bytes, so
     a rank of a multi-rank run reads only the items of its slices. Shapes come from the shards' headers."""
 
-    def __init__(self, folder: Path, refs: list[tuple[int, str]]):
+    def __init__(self, folder: Path, refs: list[tuple[int, str]], headers: dict[int, dict[str, tuple]]):
         self.folder, self.refs = folder, refs
         self._files: dict = {}
-        headers = {}
-        for shard in sorted({shard for shard, _ in refs}):
-            with safe_open(str(self._path(shard)), "pt") as f:
-                headers[shard] = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
         self.shapes = [headers[shard].get(key) for shard, key in refs]  # None: not in its shard (missing())
+
+    @staticmethod
+    def read_headers(folder: Path, shards: set[int]) -> dict[int, dict[str, tuple]]:
+        """Each shard's {tensor key: shape}, from its safetensors header alone."""
+        headers = {}
+        for shard in sorted(shards):
+            with safe_open(str(shard_path(folder, shard)), "pt") as f:
+                headers[shard] = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+        return headers
 
     def missing(self) -> list[int]:
         """The items whose tensor is not in their shard (an incomplete cache)."""
         return [i for i, shape in enumerate(self.shapes) if shape is None]
-
-    def _path(self, shard: int) -> Path:
-        return self.folder / f"shard-{shard:05d}.safetensors"
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -87,7 +93,7 @@ class ShardTensors(Sequence):
             return [self[j] for j in range(*i.indices(len(self)))]
         shard, key = self.refs[i]
         if shard not in self._files:
-            self._files[shard] = safe_open(str(self._path(shard)), "pt")
+            self._files[shard] = safe_open(str(shard_path(self.folder, shard)), "pt")
         return self._files[shard].get_tensor(key)
 
     def __getstate__(self) -> dict:
@@ -402,7 +408,7 @@ class _CacheWriter:
         if self.shard:
             tmp = self.out / f".shard-{self.shard_idx:05d}.tmp"
             save_file(self.shard, str(tmp))
-            os.replace(tmp, self.out / f"shard-{self.shard_idx:05d}.safetensors")
+            os.replace(tmp, shard_path(self.out, self.shard_idx))
             self.shard, self.shard_idx, self.in_shard = {}, self.shard_idx + 1, 0
 
     def finish(self, meta: dict) -> Path:
@@ -424,8 +430,10 @@ def load_latent_cache(path: str | Path) -> LatentCache:
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines() if line]
     kind = meta.get("lowres", "")
     captions = [it["caption"] for it in items]
-    latents = ShardTensors(out, [(it["shard"], it["key"]) for it in items])
-    lowres = ShardTensors(out, [(it["shard"], "lowres_" + it["key"].removeprefix("latents_")) for it in items]) if kind else None
+    headers = ShardTensors.read_headers(out, {it["shard"] for it in items})  # once, for latents and low-res latents
+    latents = ShardTensors(out, [(it["shard"], it["key"]) for it in items], headers)
+    lowres = ShardTensors(out, [(it["shard"], "lowres_" + it["key"].removeprefix("latents_")) for it in items],
+                          headers) if kind else None
     checks = [(latents, "latents", "")] + ([(lowres, "low-res latents", f" --lowres {kind}")] if kind else [])
     for tensors, what, fix in checks:
         gaps = tensors.missing() + ([n for n, it in enumerate(items) if not it.get("lowres")] if fix else [])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -50,6 +51,12 @@ class DistributedConfig:
         return ZERO_STAGES.get(self.strategy, 0)
 
 
+def slurm_job(env: Mapping[str, str]) -> bool:
+    """Whether SLURM started this process as one task of a job (an interactive shell, job name bash or
+    interactive, is one process whatever SLURM_NTASKS says)."""
+    return "SLURM_NTASKS" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+
+
 def launched_layout(config: DistributedConfig, env: dict[str, str] | None = None) -> tuple[int, int]:
     """(devices per node, nodes) for this run. Under a launcher that already started the processes (torchrun sets
     WORLD_SIZE and LOCAL_WORLD_SIZE; SLURM sets SLURM_NTASKS and SLURM_NNODES) a layout left at its default is taken
@@ -59,7 +66,7 @@ def launched_layout(config: DistributedConfig, env: dict[str, str] | None = None
     if "LOCAL_WORLD_SIZE" in env and "WORLD_SIZE" in env:
         per_node, world = int(env["LOCAL_WORLD_SIZE"]), int(env["WORLD_SIZE"])
         launched, launcher = (per_node, world // per_node), "torchrun"
-    elif "SLURM_NTASKS" in env and "SLURM_NNODES" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+    elif slurm_job(env) and "SLURM_NNODES" in env:
         nodes = int(env["SLURM_NNODES"])
         launched, launcher = (int(env["SLURM_NTASKS"]) // nodes, nodes), "SLURM"
     asked = (config.devices, config.num_nodes)

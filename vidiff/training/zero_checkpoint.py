@@ -43,8 +43,10 @@ def read_zero_checkpoint(path: str | Path) -> dict:
     if not model_files:
         raise VidiffError(f"{path} holds no DeepSpeed model states (*model_states.pt under {tag_dir}); it is not a "
                           "complete ZeRO checkpoint: resume from another one or start a new out_dir")
-    main = torch.load(model_files[0], map_location="cpu", weights_only=False)
-    shards = [torch.load(f, map_location="cpu", weights_only=False)["optimizer_state_dict"] for f in _optim_files(path)]
+    # memory-mapped: the merges below copy out what they keep, so a rank's shard is never read into memory whole
+    main = torch.load(model_files[0], map_location="cpu", weights_only=False, mmap=True)
+    shards = [torch.load(f, map_location="cpu", weights_only=False, mmap=True)["optimizer_state_dict"]
+              for f in _optim_files(path)]
     stage = int(shards[0]["zero_stage"])
     groups = main["param_shapes"]  # one {name: shape} per parameter group, in the optimizer's order
     base = shards[0]["base_optimizer_state" if stage <= 2 else "optimizer_state_dict"]
