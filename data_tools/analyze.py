@@ -60,10 +60,13 @@ def _analyze(path: str, cfg: AnalysisConfig) -> Analysis:
         size = analysis_size(info.width, info.height, cfg.width)
         features = CutFeatures(cfg.cuts)
         flow = FlowSampler(info.fps, cfg.motion)
-        for chunk in iter_frames(path, size, cfg.backend, opened=(container, info)):
+        keyframes: list[bool] = []
+        for chunk in iter_frames(path, size, cfg.backend, opened=(container, info), keyframes=keyframes):
             n, h, w, _ = chunk.shape
             gray = cv2.cvtColor(chunk.reshape(n * h, w, 3), cv2.COLOR_RGB2GRAY).reshape(n, h, w)
             features.push(chunk, gray)
             flow.push(gray)
     arrays = features.arrays()
+    if len(keyframes) == features.num_frames:  # PyAV says which frames are intra-coded; decord does not
+        arrays["keyframe"] = np.array(keyframes, bool)
     return Analysis(info, features.num_frames, detect_cuts(arrays, info.fps, cfg.cuts), flow.arrays(), arrays)

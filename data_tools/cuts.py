@@ -1,11 +1,17 @@
 """Shot-boundary detection: hard cuts and gradual transitions (dissolves, fades through black).
 
-- Hard cuts: an adaptive content detector (as PySceneDetect's AdaptiveDetector): the mean HSV
-  change from the previous frame, divided by the mean change of the frames around it.
+- Hard cuts: adaptive detection (as PySceneDetect's AdaptiveDetector) on three per-frame features:
+  the mean HSV change from the previous frame, the colour change on a 4x coarser grid relative to the
+  frames' brightness, and one minus the correlation of those coarse frames. A cut is a frame where one
+  of them is `adaptive_threshold` times its mean over the frames around, and where the coarse frames'
+  correlation breaks. Web video damages fine texture (blocking, ringing, noise, the sharper picture
+  at each keyframe) and brightness, and leaves the coarse layout alone; a cut changes the layout.
+  At keyframes, where a low bit rate makes the picture jump, the correlation must break further.
 - Dissolves and fades: frame t is compared with frames t-h and t+h. In a blend, the pixels that
   changed between t-h and t+h sit half-way at t; under motion a pixel has either changed or not
   yet. `blend` = mean |change| over such half-way pixels, taken as a ratio to the same quantity in
-  the shots around it; `linear` = the share of changed pixels that are half-way.
+  the shots around it; `linear` = the share of changed pixels that are half-way. Thresholds scale
+  with the frames' brightness, so dark footage reads like bright footage.
 - Fades through black: the frame's mean luma dips far below the frames on both sides.
 
 `CutFeatures` consumes analysis-size frames chunk by chunk while they decode and keeps a few numbers
@@ -19,15 +25,23 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+COARSE = 4  # `change` compares frames on a grid this many times coarser than the analysis size
+COARSE_OFFSET = 2.0  # added to each pixel value in `change`'s denominator, so near-black frames stay finite
+# blend features see a frame pair as if its brighter frame had this mean luma, brightening at most this much
+BLEND_REFERENCE_LUMA = 100.0
+BLEND_MAX_GAIN = 4.0
+
 
 @dataclass
 class CutConfig:
     """Detector settings. Pixel values are on a 0-255 scale."""
 
     # hard cuts
-    adaptive_threshold: float = 3.0  # content change / mean change of the `window` frames either side
-    min_content: float = 8.0  # and at least this much mean HSV change
+    adaptive_threshold: float = 3.0  # a feature's change / its mean change at the `window` frames either side
     window: int = 2  # frames either side whose mean change a hard cut is compared with
+    # and the correlation of the coarse frames (4x coarser than the analysis size) before and after must be
+    max_similarity: float = 0.95  # at most this,
+    keyframe_max_similarity: float = 0.85  # or this at an intra-coded frame (PyAV says which; decord does not)
     # dissolves and fades
     blend_lag: int = 4  # h: frame t is compared with frames t-h and t+h
     change_threshold: int = 12  # a pixel "changed" if its luma moved more than this from t-h to t+h
@@ -38,6 +52,8 @@ class CutConfig:
     # fades through black
     dip_ratio: float = 0.3  # mean luma below this share of the brightest frame within 1 s on each side
     min_gap: int = 2  # hard cuts closer than this are one cut; transitions closer than this merge
+    # a hard cut inside a detected blend wins over it when its coarse change is this many times the blend's median
+    step_dominance: float = 4.0
 
     def __post_init__(self):
         if self.blend_lag < 1 or self.window < 1:
@@ -71,8 +87,11 @@ class CutFeatures:
     def __init__(self, cfg: CutConfig | None = None):
         self.cfg = cfg or CutConfig()
         self.h = self.cfg.blend_lag
-        self._parts: dict[str, list[np.ndarray]] = {k: [] for k in ("content", "luma", "blend", "linear")}
+        self._parts: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("content", "change", "similarity", "luma", "blend", "linear")
+        }
         self._prev_hsv: np.ndarray | None = None
+        self._prev_small: np.ndarray | None = None  # the last frame's coarse RGB and its sum
         self._tail: np.ndarray | None = None  # the last 2h luma frames, for centres in the next chunk
         self._next_centre = self.h
         self.num_frames = 0
@@ -89,6 +108,7 @@ class CutFeatures:
             diff[1:] = _row_sums(cv2.absdiff(hsv[1:], hsv[:-1]))
         self._parts["content"].append(diff / hsv.shape[1])
         self._prev_hsv = hsv[-1].copy()
+        self._coarse_change(frames)
 
         flat = np.ascontiguousarray(gray).reshape(n, -1)
         self._parts["luma"].append(_row_sums(flat) / flat.shape[1])
@@ -96,6 +116,33 @@ class CutFeatures:
         self.num_frames += n
         self._blends(buf, first=self.num_frames - len(buf))
         self._tail = buf[-2 * self.h :].copy()
+
+    def _coarse_change(self, frames: np.ndarray) -> None:
+        """`change`: colour change between consecutive frames on a 4x coarser grid, relative to their
+        brightness: sum |frame - previous| / sum (frames + COARSE_OFFSET), both frames' sums averaged.
+        The coarse grid averages away blocking, ringing and sensor noise, and a keyframe's sharper
+        detail, all of which live in fine texture; the ratio does not move with a brightness gain or
+        with black bars (which add nothing to either sum)."""
+        n, h, w, _ = frames.shape
+        ch, cw = max(1, h // COARSE), max(1, w // COARSE)
+        # the rows of the stacked chunk fall into 4-row groups that never straddle two frames (h % 8 == 0)
+        coarse = cv2.resize(np.ascontiguousarray(frames).reshape(n * h, w, 3), (cw, n * ch), interpolation=cv2.INTER_AREA)
+        flat = coarse.reshape(n, -1)
+        sums = _row_sums(flat)
+        prev, prev_sum = self._prev_small if self._prev_small is not None else (flat[0], sums[0])
+        diff = np.empty(n, np.float64)
+        diff[:1] = _row_sums(cv2.absdiff(flat[0], prev).reshape(1, -1))
+        prev_sums = np.concatenate([[prev_sum], sums[:-1]])
+        if n > 1:
+            diff[1:] = _row_sums(cv2.absdiff(flat[1:], flat[:-1]))
+        self._parts["change"].append(diff / (0.5 * (sums + prev_sums) + COARSE_OFFSET * flat.shape[1]))
+        # `similarity`: correlation of each coarse frame with the one before. A keyframe's refresh keeps
+        # the picture's layout (close to 1); a cut replaces it
+        x = np.concatenate([prev[None], flat]).astype(np.float32)
+        x -= x.mean(axis=1, keepdims=True)
+        norm = np.sqrt(np.einsum("ij,ij->i", x, x)) + 1e-3
+        self._parts["similarity"].append(np.einsum("ij,ij->i", x[1:], x[:-1]) / (norm[1:] * norm[:-1]))
+        self._prev_small = (flat[-1].copy(), sums[-1])
 
     def _blends(self, buf: np.ndarray, first: int) -> None:
         """Blend features for every centre c whose frames c-h and c+h are now known (uint8 OpenCV ops:
@@ -107,20 +154,25 @@ class CutFeatures:
         a, mid, b = buf[lo - h : hi - h], buf[lo:hi], buf[lo + h : hi + h]
         change = cv2.absdiff(b, a)
         off_line = cv2.convertScaleAbs(cv2.absdiff(mid, cv2.addWeighted(a, 0.5, b, 0.5, 0)), alpha=4.0)
-        changed = cv2.compare(change, self.cfg.change_threshold, cv2.CMP_GT)
+        # luma-normalised: in dark footage every change is smaller by the footage's gain, so the thresholds
+        # scale with the brighter of frames a and b (up to BLEND_MAX_GAIN), and so does the blend measure
+        means = _row_sums(buf) / buf.shape[1]
+        bright = np.maximum(means[lo - h : hi - h], means[lo + h : hi + h])
+        gain = np.clip(BLEND_REFERENCE_LUMA / np.maximum(bright, 1.0), 1.0, BLEND_MAX_GAIN)
+        changed = (change > (self.cfg.change_threshold / gain)[:, None]).view(np.uint8) * np.uint8(255)
         halfway = cv2.bitwise_and(
             changed, cv2.compare(off_line, change, cv2.CMP_LT)
         )  # |mid - (a+b)/2| < |b-a|/4
         # masks are 0/255, so their row sums count pixels
         n_changed = _row_sums(changed) / 255
-        self._parts["blend"].append(_row_sums(cv2.bitwise_and(change, halfway)) / buf.shape[1])
+        self._parts["blend"].append(gain * _row_sums(cv2.bitwise_and(change, halfway)) / buf.shape[1])
         self._parts["linear"].append(_row_sums(halfway) / 255 / np.maximum(n_changed, 1))
         self._next_centre += hi - lo
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Per-frame arrays of equal length; blend features are 0 where t-h or t+h is outside the video."""
         n = self.num_frames
-        out = {k: _cat(self._parts[k]) for k in ("content", "luma")}
+        out = {k: _cat(self._parts[k]) for k in ("content", "change", "similarity", "luma")}
         for k in ("blend", "linear"):
             values = _cat(self._parts[k])
             out[k] = np.zeros(n, np.float32)
@@ -146,41 +198,71 @@ def detect_cuts(features: dict[str, np.ndarray], fps: float, cfg: CutConfig | No
     """Hard and gradual cuts from `CutFeatures.arrays()`, sorted by frame."""
     cfg = cfg or CutConfig()
     n = len(features["content"])
-    gradual = _merge(
-        sorted(_blends(features, cfg) + _dips(features["luma"], fps, cfg), key=lambda c: c.start), cfg.min_gap
-    )
+    dips = _dips(features["luma"], fps, cfg)
+    gradual = _merge(sorted(_blends(features, cfg) + dips, key=lambda c: c.start), cfg.min_gap)
     gradual = [c for c in gradual if c.start > 0 and c.end < n]  # a fade in/out at the ends is no cut
+    hard = []
+    for t in _hard(features, cfg):
+        near = [c for c in gradual if c.start - cfg.min_gap <= t <= c.end + cfg.min_gap]
+        if not near:
+            hard.append(t)
+        elif not any(d.start < c.end and c.start < d.end for d in dips for c in near) and _step_dominates(
+            features["change"], t, near, cfg
+        ):
+            # camera motion or a light change just before a cut can pass for a blend; a blend spreads its
+            # change over its frames, so one frame that changes far more than the rest is a hard cut (a fade
+            # through black is exempt: its frames around black change by large ratios of little light)
+            hard.append(t)
+            gradual = [c for c in gradual if c not in near]
     for c in gradual:
         c.seconds = c.frame / fps
-    hard = [
-        Cut(t, t / fps, "hard", t, t)
-        for t in _hard(features["content"], cfg)
-        if not any(c.start - cfg.min_gap <= t <= c.end + cfg.min_gap for c in gradual)
-    ]
-    return sorted(gradual + hard, key=lambda c: c.frame)
+    return sorted(gradual + [Cut(t, t / fps, "hard", t, t) for t in hard], key=lambda c: c.frame)
 
 
-def _hard(content: np.ndarray, cfg: CutConfig) -> list[int]:
-    n, w = len(content), cfg.window
-    if n < 2:
+def _step_dominates(change: np.ndarray, t: int, spans: list[Cut], cfg: CutConfig) -> bool:
+    others = np.concatenate([change[c.start : c.end] for c in spans])
+    others = np.delete(others, np.flatnonzero(np.concatenate([np.arange(c.start, c.end) for c in spans]) == t))
+    return others.size > 0 and change[t] >= cfg.step_dominance * float(np.median(others))
+
+
+def _hard(features: dict[str, np.ndarray], cfg: CutConfig) -> list[int]:
+    content, change, similarity = features["content"], features["change"], features["similarity"]
+    if len(content) < 2:
         return []
-    padded = np.pad(content, w, mode="edge")
-    padded[w] = 0.0  # frame 0 has no predecessor
-    win = np.lib.stride_tricks.sliding_window_view(padded, 2 * w + 1)
-    around = (win.sum(axis=1) - win[:, w]) / (2 * w)
-    ratio = np.where(
-        around > 1e-3, content / np.maximum(around, 1e-3), np.where(content >= cfg.min_content, 255.0, 0.0)
+    dissimilarity = 1.0 - similarity
+    # the adaptive test on any of three features: HSV content sees colour changes at equal brightness; the
+    # coarse change and the layout's dissimilarity see cuts in dark footage, whose hue and saturation are
+    # mostly noise, and cuts between shots that share a background
+    ratio = np.maximum.reduce(
+        [_adaptive_ratio(content, cfg), _adaptive_ratio(change, cfg), _adaptive_ratio(dissimilarity, cfg)]
     )
+    # and the picture's layout must break: blocking, a keyframe's refresh, noise and a brightness gain
+    # leave the coarse frames correlated; a keyframe (where low bit rates jump) must break it further
+    limit = np.full(len(content), cfg.max_similarity)
+    key = features.get("keyframe")
+    if key is not None:
+        limit[key] = cfg.keyframe_max_similarity
     out: list[int] = []
-    for t in np.flatnonzero((ratio >= cfg.adaptive_threshold) & (content >= cfg.min_content)).tolist():
+    for t in np.flatnonzero((ratio >= cfg.adaptive_threshold) & (similarity <= limit)).tolist():
         if t == 0:
             continue
         if out and t - out[-1] < cfg.min_gap:
-            if content[t] > content[out[-1]]:
+            if dissimilarity[t] > dissimilarity[out[-1]]:
                 out[-1] = t
             continue
         out.append(t)
     return out
+
+
+def _adaptive_ratio(x: np.ndarray, cfg: CutConfig) -> np.ndarray:
+    """x[t] over the mean of x at the `window` frames either side of t."""
+    w = cfg.window
+    padded = np.pad(x, w, mode="edge")
+    padded[w] = 0.0  # frame 0 has no predecessor
+    win = np.lib.stride_tricks.sliding_window_view(padded, 2 * w + 1)
+    around = (win.sum(axis=1) - win[:, w]) / (2 * w)
+    eps = 1e-3 * max(float(x.max()), 1e-6)
+    return np.where(around > eps, x / np.maximum(around, eps), np.where(x > eps, 255.0, 0.0))
 
 
 def _blends(features: dict[str, np.ndarray], cfg: CutConfig) -> list[Cut]:

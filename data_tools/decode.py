@@ -24,6 +24,7 @@ MISSING_FRAMES_TOLERANCE = 0.02
 # more than the decoding it spreads (64x64 H.264: 1.6x the CPU and wall time of one thread;
 # 176x144: 1.1-1.6x).
 FRAME_THREADS_MIN_PIXELS = 320 * 240
+INTRA_PICTURE = 1  # AVPictureType's I: an intra-coded frame (key_frame is only set on IDR frames)
 
 
 def quiet_ffmpeg() -> None:
@@ -109,12 +110,19 @@ def analysis_size(width: int, height: int, target_width: int) -> tuple[int, int]
 
 
 def iter_frames(
-    path: str, size: tuple[int, int], backend: str = "pyav", chunk: int = 32, opened=None
+    path: str,
+    size: tuple[int, int],
+    backend: str = "pyav",
+    chunk: int = 32,
+    opened=None,
+    keyframes: list[bool] | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield uint8 RGB chunks [n, h, w, 3] of every frame of `path`, resized to `size` = (h, w).
 
     Raises VideoReadError if decoding fails part-way (a corrupt middle) or ends early (truncated).
     `opened` = open_source(path)'s result saves opening the file again (the caller closes it).
+    `keyframes`: a list that PyAV's reader fills with one flag per frame, true for intra-coded frames
+    (decord does not say; the list stays empty).
     """
     if backend == "decord":
         try:
@@ -127,9 +135,9 @@ def iter_frames(
     if opened is None:
         container, info = open_source(path)
         with container:
-            yield from _iter_pyav(container, info, size, chunk)
+            yield from _iter_pyav(container, info, size, chunk, keyframes)
     else:
-        yield from _iter_pyav(*opened, size, chunk)
+        yield from _iter_pyav(*opened, size, chunk, keyframes)
 
 
 class _OpenFailed(Exception):
@@ -168,7 +176,9 @@ def _iter_decord(path: str, size: tuple[int, int], chunk: int) -> Iterator[np.nd
     _check_count(path, done + n, total)
 
 
-def _iter_pyav(container, info: VideoInfo, size: tuple[int, int], chunk: int) -> Iterator[np.ndarray]:
+def _iter_pyav(
+    container, info: VideoInfo, size: tuple[int, int], chunk: int, keyframes: list[bool] | None = None
+) -> Iterator[np.ndarray]:
     import av
     from av.video.reformatter import VideoReformatter
 
@@ -190,6 +200,8 @@ def _iter_pyav(container, info: VideoInfo, size: tuple[int, int], chunk: int) ->
             rgb = scaler.reformat(frame, width=w, height=h, format="rgb24", interpolation="AREA", threads=1)
             # straight from the plane into the chunk: to_ndarray() allocates and copies once more
             buf[n] = np.frombuffer(rgb.planes[0], np.uint8).reshape(h, -1)[:, : 3 * w].reshape(h, w, 3)
+            if keyframes is not None:
+                keyframes.append(frame.key_frame or int(frame.pict_type) == INTRA_PICTURE)
             n += 1
             if n == chunk:
                 yield buf

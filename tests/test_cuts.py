@@ -61,6 +61,8 @@ def test_a_sudden_flash_is_not_a_fade():
     content = np.full(n, 2.0, np.float32)
     features = {
         "content": content,
+        "change": np.full(n, 0.01, np.float32),
+        "similarity": np.full(n, 0.99, np.float32),
         "luma": luma,
         "blend": np.zeros(n, np.float32),
         "linear": np.zeros(n, np.float32),
@@ -73,6 +75,8 @@ def test_fade_in_at_the_very_start_is_not_a_cut():
     luma = np.concatenate([np.linspace(0, 120, 10), np.full(n - 10, 120.0)]).astype(np.float32)
     features = {
         "content": np.ones(n, np.float32),
+        "change": np.full(n, 0.01, np.float32),
+        "similarity": np.full(n, 0.99, np.float32),
         "luma": luma,
         "blend": np.zeros(n, np.float32),
         "linear": np.zeros(n, np.float32),

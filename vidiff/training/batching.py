@@ -1,7 +1,8 @@
 """Joint image+video batches: each batch is all clips or all images (T == 1), drawn by a seeded rule.
 
 Batches cannot mix frame counts without padding, so images get whole batches of their own (usually
-larger ones, as in Open-Sora's buckets), chosen with probability `image_share`. The global batch of
+larger ones, as in Open-Sora's buckets), chosen with probability `image_share`; `joint_indices` says which items are
+the images (an image set's stills where there is one, else the clips' first frames). The global batch of
 step k depends only on (seed, k); rank r of N takes slice r of it. `SyncSamplerWithTrainer` sets the
 sampler's start step, rank and world size from the trainer when an epoch starts (and the start step from a
 checkpoint when one is loaded, mid-epoch included), so a resumed run (even with another world size) sees
@@ -17,6 +18,17 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from vidiff.errors import VidiffError
+
+
+def joint_indices(frames: Sequence[int], media_types: Sequence[str]) -> tuple[list[int], list[int], bool]:
+    """(video items, image items, whether the images are an image set's) of a dataset whose item i has `frames[i]`
+    latent frames and `media_types[i]`: the images are an image set's stills ("image") where there are any, else the
+    one-frame items (the clips' first frames); video items have more than one frame."""
+    videos = [i for i, t in enumerate(frames) if t > 1]
+    stills = [i for i, (t, m) in enumerate(zip(frames, media_types, strict=True)) if t == 1 and m == "image"]
+    if stills:
+        return videos, stills, True
+    return videos, [i for i, t in enumerate(frames) if t == 1], False
 
 
 class JointBatchSampler(Sampler[list[int]]):

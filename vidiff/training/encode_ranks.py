@@ -2,8 +2,8 @@
 part folder under the cache folder, resumably, and the last rank to finish merges the parts into the cache.
 
 Layout inside OUT while parts exist: `parts.json` (the settings every rank must share), `part-RRRRR-of-NNNNN/`
-holding `batches-A-B.safetensors` (the items of batches [A, B) of the one-process order, their captions and
-clip ids in the file's metadata), and `merge.lock` while a rank merges.
+holding `batches-A-B.safetensors` (the items of batches [A, B) of the one-process order, their captions, clip ids
+and media types in the file's metadata), and `merge.lock` while a rank merges.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from tqdm import tqdm
 from vidiff.errors import VidiffError
 from vidiff.training.strategy import slurm_job
 
-Item = tuple[torch.Tensor, str, str, torch.Tensor | None]  # (latents, caption, clip id, low-res latents or None)
+# (latents, caption, clip id, low-res latents or None, media type: "image" for an image set's still, else "video")
+Item = tuple[torch.Tensor, str, str, torch.Tensor | None, str]
 
 PLAN = "parts.json"
 LOCK = "merge.lock"
@@ -120,13 +121,13 @@ def _done(folder: Path) -> set[int]:
 
 def _save_chunk(folder: Path, first: int, end: int, items: list[Item]) -> None:
     tensors = {}
-    for j, (z, _, _, low) in enumerate(items):
+    for j, (z, _, _, low, _) in enumerate(items):
         tensors[f"latents_{j}"] = z.detach().float().cpu().contiguous()
         if low is not None:
             tensors[f"lowres_{j}"] = low.detach().float().cpu().contiguous()
     name = f"batches-{first:07d}-{end:07d}.safetensors"
     tmp = folder / f".{name}.tmp"
-    save_file(tensors, str(tmp), metadata={"items": json.dumps([[c, i] for _, c, i, _ in items])})
+    save_file(tensors, str(tmp), metadata={"items": json.dumps([[c, i, m] for _, c, i, _, m in items])})
     os.replace(tmp, folder / name)  # a part file exists complete or not at all
 
 
@@ -184,9 +185,9 @@ def part_items(out: Path, world_size: int) -> Iterator[Item]:
             with safe_open(str(path), "pt") as f:
                 infos = json.loads(f.metadata()["items"])
                 keys = set(f.keys())
-                for j, (caption, clip_id) in enumerate(infos):
+                for j, (caption, clip_id, *media) in enumerate(infos):  # parts written before media types: videos
                     low = f.get_tensor(f"lowres_{j}") if f"lowres_{j}" in keys else None
-                    yield f.get_tensor(f"latents_{j}"), caption, clip_id, low
+                    yield f.get_tensor(f"latents_{j}"), caption, clip_id, low, (media or ["video"])[0]
 
 
 def remove_parts(out: Path, world_size: int) -> None:

@@ -3,7 +3,9 @@ runs the encoder.
 
 A cache folder holds `shard-NNNNN.safetensors` (tensors `latents_<i>` of shape [C, t, h, w], already
 normalised with the VAE's latent mean/std), `items.jsonl` (one {shard, key, caption, clip_id, frames}
-per item) and `meta.json` (settings and the VAE folder). Items with t == 1 are images.
+per item) and `meta.json` (settings and the VAE folder). Items with t == 1 are images: the first frame of a video
+window (`--image-share`), or a still of an image set (a `vidiff curate-images` manifest's rows), which its item marks
+{media_type: "image"} so that training can tell an image set apart (vidiff.training.train_stage).
 
 A super-resolution cache (`lowres`: "frames" for TSR, "space" for SSR) also holds, beside each video's
 target latents, `lowres_<i>`: the same VAE's latents of the clip degraded by `degrade` (every 2nd frame,
@@ -100,11 +102,29 @@ class ShardTensors(Sequence):
         return {**self.__dict__, "_files": {}}  # DataLoader workers open the shards themselves
 
 
+class ChainedTensors(Sequence):
+    """Two caches' tensors as one sequence, the first's then the second's (a video cache and an image cache)."""
+
+    def __init__(self, first: Sequence[torch.Tensor], second: Sequence[torch.Tensor]):
+        self.first, self.second = first, second
+        self.shapes = tensor_shapes(first) + tensor_shapes(second)
+
+    def __len__(self) -> int:
+        return len(self.first) + len(self.second)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        return self.first[i] if i < len(self.first) else self.second[i - len(self.first)]
+
+
 def tensor_shapes(tensors: Sequence[torch.Tensor]) -> list[tuple[int, ...]]:
     """The shapes of a cache's tensors: from the shards' headers for ShardTensors (no tensor is read), else from
     the tensors (an in-memory list)."""
-    if isinstance(tensors, ShardTensors):
-        return tensors.shapes
+    if isinstance(tensors, (ShardTensors, ChainedTensors)):
+        return list(tensors.shapes)
     return [tuple(t.shape) for t in tensors]
 
 
@@ -116,6 +136,11 @@ class LatentCache:
     lowres: Sequence[torch.Tensor] | None = None  # conditioning latents in the order of `latents`; None: no SR cache
     lowres_kind: str = ""  # "frames" (TSR) or "space" (SSR); "" without lowres
     residual_std: float | None = None  # std of latents - lowres where both share a grid (meta.json), else None
+    media_types: list[str] | None = None  # per item: "image" for an image set's still, else "video" (None: all video)
+
+    def __post_init__(self):
+        if self.media_types is None:
+            self.media_types = ["video"] * len(self.latents)
 
 
 def degrade(video: torch.Tensor, lowres: str) -> torch.Tensor:
@@ -275,14 +300,24 @@ def encode_manifest(
     vae = _load_vae(vae_dir, s)
     rows = [r for r in read_manifest(manifest) if r.get("status", "kept") == "kept"]
     if not rows:
-        raise VidiffError(f"manifest {manifest} has no kept clips to encode")
+        raise VidiffError(f"manifest {manifest} has no kept clips or images to encode")
+    stills = [r for r in rows if r["media_type"] == "image"]  # an image set's rows (vidiff curate-images)
+    rows = [r for r in rows if r["media_type"] != "image"]
+    if stills and s.lowres:
+        raise VidiffError(
+            f"encode --lowres {s.lowres}: manifest {manifest} holds {len(stills)} image rows, but an SR stage trains "
+            "on videos only; encode a manifest of clips (`vidiff curate`)"
+        )
     rng = np.random.default_rng(s.seed)
     span = (s.num_frames - 1) * s.stride + 1
     jobs = [(row, w) for row in rows for w in _windows(row, span, s.windows_per_clip, rng)]
-    if not jobs:
+    if rows and not jobs:
         raise VidiffError(f"manifest {manifest}: no clip is long enough for {s.num_frames} frames at stride {s.stride}")
+    video_batches = math.ceil(len(jobs) / batch_size)
 
     def encode_batch(k: int) -> list[Item]:
+        if k >= video_batches:
+            return encode_stills(k - video_batches)
         b = k * batch_size
         batch = jobs[b : b + batch_size]
         videos = torch.stack([_read_window(read_video, row, start, span, s) for row, start in batch])
@@ -296,13 +331,31 @@ def encode_manifest(
         items = []
         for i, (row, _) in enumerate(batch):
             caption, clip_id = row.get("caption") or "", str(row.get("id", ""))
-            items.append((pairs[i][0], caption, clip_id, pairs[i][1]))
+            items.append((pairs[i][0], caption, clip_id, pairs[i][1], "video"))
             if i in images:
-                items.append((images[i], caption, clip_id, None))
+                items.append((images[i], caption, clip_id, None, "video"))
         return items
 
-    return _encode_batches(out, meta, math.ceil(len(jobs) / batch_size), encode_batch, batch_size, rank, world_size,
-                           progress)
+    def encode_stills(k: int) -> list[Item]:
+        b = k * batch_size
+        batch = stills[b : b + batch_size]
+        pixels = torch.stack([_read_still(row, s) for row in batch])
+        pixels = _crop(pixels, s, range(len(jobs) + b, len(jobs) + b + len(batch)))  # keyed apart from the windows
+        z = vae.encode_latents(pixels)
+        return [(zi, row.get("caption") or "", str(row.get("id", "")), None, "image")
+                for zi, row in zip(z, batch, strict=True)]
+
+    return _encode_batches(out, meta, video_batches + math.ceil(len(stills) / batch_size), encode_batch, batch_size,
+                           rank, world_size, progress)
+
+
+def _read_still(row: dict, s: EncodeSettings) -> torch.Tensor:
+    """An image row's picture as a one-frame clip [3, 1, H, W] of the cache's size: resized to cover it, centre-cropped
+    (as `vidiff animate` fits an image to a stage), where a video window is resized to the size."""
+    from vidiff.images import fit_image, read_image
+
+    image, _ = read_image(row["source"])
+    return fit_image(image, *s.size)[0][:, None]
 
 
 def encode_toyworld(
@@ -342,7 +395,7 @@ def encode_toyworld(
             group = [(b + j, it) for j, it in enumerate(items) if it["video"].shape[1] == frames]
             videos = _crop(torch.stack([it["video"] for _, it in group]), s, [i for i, _ in group])
             for (z, low), (i, it) in zip(_encode_pairs(vae, videos, s), group, strict=True):
-                out_items.append((z, it["caption"], f"toyworld-{seed}-{i:06d}", low))
+                out_items.append((z, it["caption"], f"toyworld-{seed}-{i:06d}", low, "video"))
         return out_items
 
     return _encode_batches(out, meta, math.ceil(num_clips / batch_size), encode_batch, batch_size, rank, world_size,
@@ -368,8 +421,8 @@ def _encode_batches(out: Path, meta: dict, num_batches: int, encode_batch: Calla
                 return out
             items = encode_ranks.part_items(out, world_size)
         writer = _CacheWriter(out)
-        for z, caption, clip_id, low in items:
-            writer.add(z, caption, clip_id, lowres=low)
+        for z, caption, clip_id, low, media_type in items:
+            writer.add(z, caption, clip_id, lowres=low, media_type=media_type)
         writer.finish(meta)
     if world_size > 1:
         encode_ranks.remove_parts(out, world_size)
@@ -388,11 +441,14 @@ class _CacheWriter:
         self.shard_idx, self.in_shard = 0, 0
         self.residual_sq, self.residual_n = 0.0, 0
 
-    def add(self, z: torch.Tensor, caption: str, clip_id: str, lowres: torch.Tensor | None = None) -> None:
+    def add(self, z: torch.Tensor, caption: str, clip_id: str, lowres: torch.Tensor | None = None,
+            media_type: str = "video") -> None:
         """One item: its latents and, in an SR cache, its conditioning latents under the same index."""
         key = f"latents_{self.in_shard}"
         self.shard[key] = z.detach().float().cpu().contiguous()
         item = {"shard": self.shard_idx, "key": key, "caption": caption, "clip_id": clip_id, "frames": int(z.shape[1])}
+        if media_type == "image":  # only an image set's stills are marked, so a cache without them reads as before
+            item["media_type"] = "image"
         if lowres is not None:
             self.shard[f"lowres_{self.in_shard}"] = lowres.detach().float().cpu().contiguous()
             item |= {"lowres": True, "lowres_frames": int(lowres.shape[1])}
@@ -449,4 +505,5 @@ def load_latent_cache(path: str | Path) -> LatentCache:
     if empty == len(captions):
         raise VidiffError(f"latent cache {out}: no item has a caption; text-conditioned training needs captions")
     return LatentCache(latents=latents, captions=captions, vae_dir=Path(meta["vae_dir"]), lowres=lowres, lowres_kind=kind,
-                       residual_std=meta.get("lowres_residual_std"))
+                       residual_std=meta.get("lowres_residual_std"),
+                       media_types=[it.get("media_type", "video") for it in items])

