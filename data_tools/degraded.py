@@ -270,15 +270,22 @@ def encode(path: Path, frames: np.ndarray, fps: float, d: Degradation) -> None:
 # --------------------------------------------------------------------------- the set
 
 
-def build(out: str | Path, real: int = 12, toy: int = 12, progress: bool = True) -> list[Path]:
-    """Write the set under `out` (skipping files already there); returns every video's path."""
+def build(
+    out: str | Path, real: int = 12, toy: int = 12, progress: bool = True, only: tuple[str, ...] | None = None
+) -> list[Path]:
+    """Write the set under `out` (skipping files already there); returns every video's path.
+    `only`: the names of the degradations to write (default: all of GRID)."""
+    grid = [d for d in GRID if only is None or d.name in only]
+    unknown = set(only or ()) - {d.name for d in GRID}
+    if unknown:
+        raise VidiffError(f"unknown degradations {sorted(unknown)}; choose from {', '.join(d.name for d in GRID)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     shots = real_shots() if real else []
     masters = [("real", s) for s in range(real)] + [("toy", s) for s in range(toy)]
     for n, (kind, seed) in enumerate(masters):
-        names = {d: out / f"{kind}{seed:03d}_{d.name}.mp4" for d in GRID}
+        names = {d: out / f"{kind}{seed:03d}_{d.name}.mp4" for d in grid}
         paths += names.values()
         if all(p.exists() and p.with_suffix(".json").exists() for p in names.values()):
             continue
@@ -295,7 +302,7 @@ def build(out: str | Path, real: int = 12, toy: int = 12, progress: bool = True)
             encode(path, degrade_frames(frames, d, seed=seed), fps, d)
             path.with_suffix(".json").write_text(json.dumps(degrade_truth(truth, d, fps), indent=1))
         if progress:
-            print(f"[{n + 1}/{len(masters)}] {kind} master {seed}: {len(GRID)} files", file=sys.stderr, flush=True)
+            print(f"[{n + 1}/{len(masters)}] {kind} master {seed}: {len(grid)} files", file=sys.stderr, flush=True)
     return paths
 
 

@@ -81,7 +81,8 @@ def pyscenedetect(files: list[Path], name: str, cache: Path) -> dict[str, list[i
         manager = SceneManager()  # auto_downscale on: its default
         manager.add_detector(make())
         manager.detect_scenes(video)
-        cuts = [start.get_frames() for start, _ in manager.get_scene_list()[1:]]
+        starts = [start for start, _ in manager.get_scene_list()[1:]]
+        cuts = [s.frame_num if hasattr(s, "frame_num") else s.get_frames() for s in starts]  # 0.7 renamed it
         saved.write_text(json.dumps({"stamp": stamp, "cuts": cuts}))
         out[p.name] = cuts
     return out

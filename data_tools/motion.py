@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+BAR_LEVEL = 10  # edge rows / columns no brighter than this (0-255) are black bars
+
 
 @dataclass
 class MotionConfig:
@@ -48,7 +50,7 @@ class FlowSampler:
         self.fps = fps
         self.step = sample_step(fps, self.cfg.sample_fps)
         self.pairs: list[tuple[int, int, float]] = []  # (frame a, frame b, score of flow a -> b)
-        self._prev: tuple[int, np.ndarray, np.ndarray | None] | None = None  # index, frame, weight
+        self._prev: tuple[int, np.ndarray, tuple[int, int, int, int]] | None = None  # index, frame, content box
         self._next_index = 0
         self._dis = None
 
@@ -56,12 +58,16 @@ class FlowSampler:
         first = self._next_index
         self._next_index += len(frames)
         for k in range(-first % self.step, len(frames), self.step):
-            gray = frames[k]
-            weight = self._edge_weight(gray)  # each sample is in two pairs: computed once
+            gray, box = frames[k], content_box(frames[k])
             if self._prev is not None:
-                a, prev, prev_weight = self._prev
-                self.pairs.append((a, first + k, self._score(prev, gray, first + k - a, prev_weight, weight)))
-            self._prev = (first + k, gray, weight)
+                a, prev, prev_box = self._prev
+                # black bars (letterbox, pillarbox) are cut away: flow along their edges reads a still
+                # shot as moving (toy-world letterboxed stills scored 20-50x their true motion)
+                top, bottom = min(box[0], prev_box[0]), max(box[1], prev_box[1])
+                left, right = min(box[2], prev_box[2]), max(box[3], prev_box[3])
+                crop = (slice(top, bottom), slice(left, right))
+                self.pairs.append((a, first + k, self._score(prev[crop], gray[crop], first + k - a)))
+            self._prev = (first + k, gray, box)
 
     def _edge_weight(self, img: np.ndarray) -> np.ndarray | None:
         """max(gradient - edge_floor, 0); a pair's weight max(max(ga, gb) - floor, 0) is the larger
@@ -72,7 +78,8 @@ class FlowSampler:
         grad -= self.cfg.edge_floor
         return cv2.threshold(grad, 0.0, 0.0, cv2.THRESH_TOZERO, dst=grad)[1]
 
-    def _score(self, a: np.ndarray, b: np.ndarray, gap: int, weight_a, weight_b) -> float:
+    def _score(self, a: np.ndarray, b: np.ndarray, gap: int) -> float:
+        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
         if self.cfg.method == "dis":
             if self._dis is None:
                 self._dis = _dis_for(a.shape)
@@ -83,7 +90,7 @@ class FlowSampler:
         if self.cfg.statistic == "mean":
             value = float(mag.mean())
         else:
-            weight = cv2.max(weight_a, weight_b)
+            weight = cv2.max(self._edge_weight(a), self._edge_weight(b))
             total = cv2.sumElems(weight)[0]
             # no texture: nothing seen moving
             value = float(mag.ravel().dot(weight.ravel())) / total if total > 0 else 0.0
@@ -92,6 +99,20 @@ class FlowSampler:
     def arrays(self) -> np.ndarray:
         """[n, 3] float64: frame a, frame b, score."""
         return np.asarray(self.pairs, np.float64).reshape(-1, 3)
+
+
+def content_box(gray: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of `gray` inside black bars: the edge rows and columns whose brightest pixel
+    is at most BAR_LEVEL. The whole frame when that would leave less than half of either side (a dark frame)."""
+    h, w = gray.shape
+    rows = np.flatnonzero(cv2.reduce(gray, 1, cv2.REDUCE_MAX).ravel() > BAR_LEVEL)
+    cols = np.flatnonzero(cv2.reduce(gray, 0, cv2.REDUCE_MAX).ravel() > BAR_LEVEL)
+    if len(rows) == 0 or len(cols) == 0:
+        return 0, h, 0, w
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    if bottom - top < h // 2 or right - left < w // 2:
+        return 0, h, 0, w
+    return top, bottom, left, right
 
 
 def _dis_for(shape: tuple[int, ...]) -> cv2.DISOpticalFlow:

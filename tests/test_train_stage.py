@@ -52,6 +52,30 @@ def test_resume_matches_uninterrupted_run(tmp_path, cache, weighting):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
 
 
+def test_a_killed_run_resumes_from_its_last_epoch_end(tmp_path, cache, monkeypatch):
+    from vidiff.training.diffusion_module import DiffusionModule
+
+    extra = ["train.steps_per_epoch=2"]
+    full = _run(tmp_path, cache, 6, "full", extra)
+    step = DiffusionModule.training_step
+
+    def killed_at_step_5(self, batch, batch_idx):
+        if self.trainer.global_step == 5:
+            raise RuntimeError("killed")
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(DiffusionModule, "training_step", killed_at_step_5)
+    with pytest.raises(RuntimeError, match="killed"):
+        _run(tmp_path, cache, 6, "split", extra)
+    last = tmp_path / "split" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 4
+    monkeypatch.setattr(DiffusionModule, "training_step", step)
+    resumed = _run(tmp_path, cache, 6, "split", extra)
+    a, b = load_file(str(full / "base" / "model.safetensors")), load_file(str(resumed / "base" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
 def test_generate_cli_is_deterministic_and_checks_input(tmp_path, cache, capsys):
     from vidiff.cli import main
     from vidiff.video import read_video

@@ -34,6 +34,7 @@ from vidiff.pipelines.stage import DiffusionStage, StageConfig
 from vidiff.runtime import keep_freed_memory
 from vidiff.training.batching import JointBatchSampler, StepKeyedLoader, SyncSamplerWithTrainer, joint_indices
 from vidiff.training.diffusion_module import DiffusionModule, DiffusionTrainConfig
+from vidiff.training.last_checkpoint import SaveLastCheckpoint
 from vidiff.training.latent_cache import ChainedTensors, LatentCache, load_latent_cache, tensor_shapes
 from vidiff.training.quiet import quiet_lightning
 from vidiff.training.strategy import trainer_layout
@@ -256,7 +257,6 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
     layout = trainer_layout(tc, tc.precision)
     sampler.set_rank(0, layout["devices"] * layout["num_nodes"])  # a batch that does not split: an error before any step
 
-    ckpt_dir = last.parent
     if tc.init_from and not last.exists():
         new = module.init_weights_from(tc.init_from, vae_hash(vae_dir))
         if rank_zero_only.rank == 0:
@@ -269,7 +269,7 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
         gradient_clip_val=tc.optim.grad_clip or None,
         logger=[L.pytorch.loggers.CSVLogger(out, name="logs"), _tensorboard(out)],
         callbacks=[
-            L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0),
+            SaveLastCheckpoint(last, tc.steps_per_epoch),
             SyncSamplerWithTrainer(sampler),
         ],
         use_distributed_sampler=False,  # the batch sampler slices each global batch by rank itself
@@ -278,6 +278,7 @@ def train_stage(config: TrainRunConfig, progress: bool = True) -> Path:
         enable_model_summary=False,
         num_sanity_val_steps=0,
         deterministic=False,
+        enable_checkpointing=False,  # SaveLastCheckpoint writes the one checkpoint there is
     )
     trainer.fit(module, loader, ckpt_path=str(last) if last.exists() else None)
     export = out / "export"

@@ -19,6 +19,7 @@ from vidiff.models.vae import CausalVAE3D
 from vidiff.runtime import keep_freed_memory
 from vidiff.training.batching import JointBatchSampler, StepKeyedLoader, SyncSamplerWithTrainer
 from vidiff.training.compile import maybe_compile, take_compile_seconds
+from vidiff.training.last_checkpoint import SaveLastCheckpoint
 from vidiff.training.lr_schedule import warmup_decay_factor
 from vidiff.training.optimizer import adamw
 from vidiff.training.quiet import quiet_lightning
@@ -265,27 +266,6 @@ def _init_weights_from(vae: CausalVAE3D, folder: str) -> None:
 
 def _plain(value):
     return list(value) if isinstance(value, tuple) else value
-
-
-class SaveLastCheckpoint(pl.Callback):
-    """Writes `path` (checkpoints/last.ckpt) at the epoch ends every `every` steps and when training ends.
-
-    Epochs end every checkpoint_every steps (_steps_per_epoch). Not Lightning's ModelCheckpoint: with save_top_k=0
-    (one file, no copies) Lightning 2.6 writes last.ckpt only when training ends, so a killed run started over; and
-    with every_n_train_steps it warns at each save that manual optimization (VAEModule's) saves the weights after the
-    step, which is what resuming needs. Written beside and then renamed, so a kill mid-write keeps the previous one.
-    """
-
-    def __init__(self, path: Path, every: int):
-        self.path, self.every = Path(path), every
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        step = trainer.global_step
-        if (self.every > 0 and step % self.every == 0) or step >= trainer.max_steps:
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            trainer.save_checkpoint(tmp)  # every rank takes part; rank 0 writes
-            if trainer.is_global_zero:
-                tmp.replace(self.path)
 
 
 def _steps_per_epoch(cfg: VAETrainConfig) -> int:
