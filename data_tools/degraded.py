@@ -15,8 +15,9 @@ degradation of `GRID`:
   these are written at a high quality (x264 CRF 18), so the damage is the named one.
 
 Every file gets NAME.json with the truth in the toy world's format (transitions, static spans),
-mapped onto the file's frames. Masters are split by seed: `TUNE_SEEDS` are for tuning the detectors,
-the rest are held out (`split_of`).
+mapped onto the file's frames. Masters are split by seed: `TUNE_SEEDS` are for tuning the detectors
+(in every degradation), the rest are held out (`split_of`): held-out files show footage no setting was
+chosen on, through degradations the tuning saw.
 
     python -m data_tools.degraded --out degraded/ [--real 12] [--toy 12]
 """
@@ -76,8 +77,6 @@ def _grid() -> list[Degradation]:
 
 GRID = _grid()
 FAMILIES = list(dict.fromkeys(d.family for d in GRID))
-# the degradations tuning may look at (on TUNE_SEEDS); the report covers every degradation on the other seeds
-TUNE_DEGRADATIONS = ("clean", "h264_200k_g12", "mpeg4_100k_g60", "dark_0.25", "noise_10")
 
 
 def split_of(seed: int) -> str:
