@@ -80,11 +80,6 @@ def test_compiled_denoiser_gives_the_eager_outputs_and_gradients(fresh_dynamo, m
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="the causal VAE calls torch.mkldnn_convolution directly, which dynamo cannot trace with fake tensors; "
-    "train.compile falls back to eager for the VAE (issue 20, open)",
-    strict=True,
-)
 @needs_cxx
 def test_compiled_vae_forward_gives_the_eager_outputs_and_gradients(fresh_dynamo):
     cfg = load_config(VAETrainConfig, ROOT / "configs/toy/vae.yaml", VAE_TINY)

@@ -16,8 +16,15 @@ from torch import nn
 
 def conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     """`conv(x)`, but CPU float32 always goes to oneDNN: PyTorch's heuristic sends batch-1 and small 3D inputs to
-    its slow im2col kernel, which measured up to 10x slower here; results agree to float rounding."""
-    if x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled:
+    its slow im2col kernel, which measured up to 10x slower here; results agree to float rounding. Under
+    torch.compile it is `conv(x)`: dynamo cannot trace the direct oneDNN call, and inductor picks the kernel itself."""
+    if (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+        and not torch.compiler.is_compiling()
+    ):
         return torch.mkldnn_convolution(
             x.contiguous(), conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups
         )
