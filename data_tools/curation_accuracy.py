@@ -56,34 +56,52 @@ def static_counts(rows: list[dict], static_spans: list[list[int]]) -> dict:
     return {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
-def scores(cut_counts: list[dict], static: list[dict]) -> dict:
-    """Pool per-video counts into precision, recall and F1."""
+def prf(cut_counts: list[dict]) -> tuple[float, float, float]:
+    """Precision, recall and F1 of pooled `match_cuts` counts."""
     m = sum(c["matched"] for c in cut_counts)
     p = m / max(1, sum(c["predicted"] for c in cut_counts))
     r = m / max(1, sum(c["true"] for c in cut_counts))
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def static_prf(static: list[dict]) -> dict:
+    """Precision and recall of pooled `static_counts`, with the number of truly static clips."""
     tp, fp, fn = (sum(s[k] for s in static) for k in ("tp", "fp", "fn"))
+    return {"precision": tp / max(1, tp + fp), "recall": tp / max(1, tp + fn), "clips": tp + fn}
+
+
+def scores(cut_counts: list[dict], static: list[dict]) -> dict:
+    """Pool per-video counts into precision, recall and F1."""
+    p, r, f1 = prf(cut_counts)
+    st = static_prf(static)
     return {
         "cut_precision": p,
         "cut_recall": r,
-        "cut_f1": 2 * p * r / (p + r) if p + r else 0.0,
-        "static_precision": tp / max(1, tp + fp),
-        "static_recall": tp / max(1, tp + fn),
+        "cut_f1": f1,
+        "static_precision": st["precision"],
+        "static_recall": st["recall"],
         "cuts_true": sum(c["true"] for c in cut_counts),
-        "static_clips_true": tp + fn,
+        "static_clips_true": st["clips"],
         "clips_scored": sum(sum(s.values()) for s in static),
     }
 
 
-def evaluate_sources(out_dir: str | Path, sources: list[str]) -> dict:
-    """Scores of a finished curation run in `out_dir` over `sources` with truth in NAME.json."""
+def curated_result(out_dir: str | Path, source: str | Path) -> dict:
+    """The per-source result a finished curation run in `out_dir` wrote for `source`; an error if it failed."""
     from data_tools.curate import result_path
 
+    result = json.loads(result_path(out_dir, str(Path(source).resolve())).read_text())
+    if result["error"]:
+        raise RuntimeError(f"{source} failed to curate: {result['error']}")
+    return result
+
+
+def evaluate_sources(out_dir: str | Path, sources: list[str]) -> dict:
+    """Scores of a finished curation run in `out_dir` over `sources` with truth in NAME.json."""
     cut_counts, static = [], []
     for src in sources:
         truth = json.loads(Path(src).with_suffix(".json").read_text())
-        result = json.loads(result_path(out_dir, str(Path(src).resolve())).read_text())
-        if result["error"]:
-            raise RuntimeError(f"{src} failed to curate: {result['error']}")
+        result = curated_result(out_dir, src)
         cut_counts.append(match_cuts(result["cuts"], truth["transitions"]))
         static.append(static_counts(result["rows"], truth["static_spans"]))
     return scores(cut_counts, static)

@@ -24,7 +24,14 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from data_tools.curation_accuracy import GRADUAL_TOLERANCE, match_cuts, static_counts
+from data_tools.curation_accuracy import (
+    GRADUAL_TOLERANCE,
+    curated_result,
+    match_cuts,
+    prf,
+    static_counts,
+    static_prf,
+)
 
 DETECTORS = ("ours", "adaptive", "content")
 
@@ -49,14 +56,12 @@ def hard_counts(predicted: list[int], transitions: list[dict]) -> dict:
 
 def ours(files: list[Path], work: Path, workers: int, cfg=None) -> dict[str, dict]:
     """Per file: our cuts (Cut.as_dict) and manifest rows, from one curation run over `files`."""
-    from data_tools.curate import curate, result_path
+    from data_tools.curate import curate
 
     curate([str(p) for p in files], work, cfg, workers=workers, progress=True)
     out = {}
     for p in files:
-        result = json.loads(result_path(work, str(p.resolve())).read_text())
-        if result["error"]:
-            raise RuntimeError(f"{p} failed to curate: {result['error']}")
+        result = curated_result(work, p)
         out[p.name] = {"cuts": result["cuts"], "rows": result["rows"]}
     return out
 
@@ -117,13 +122,6 @@ def evaluate_degraded(
     return records
 
 
-def prf(counts: list[dict]) -> tuple[float, float, float]:
-    m = sum(c["matched"] for c in counts)
-    p = m / max(1, sum(c["predicted"] for c in counts))
-    r = m / max(1, sum(c["true"] for c in counts))
-    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
-
-
 def summarize(records: dict[str, dict], detectors=DETECTORS) -> dict:
     """Precision / recall / F1 pooled per degradation, per family, overall, and over real footage alone."""
     groups: dict[str, list[dict]] = defaultdict(list)
@@ -141,8 +139,7 @@ def summarize(records: dict[str, dict], detectors=DETECTORS) -> dict:
             row["ours_gradual"] = dict(zip(("precision", "recall", "f1"), prf([r["gradual"] for r in recs]), strict=True))
             static = [r["static"] for r in recs if "static" in r]
             if static:
-                tp, fp, fn = (sum(s[k] for s in static) for k in ("tp", "fp", "fn"))
-                row["ours_static"] = {"precision": tp / max(1, tp + fp), "recall": tp / max(1, tp + fn), "clips": tp + fn}
+                row["ours_static"] = static_prf(static)
         out[key] = row
     return out
 
